@@ -1,0 +1,35 @@
+# Two entry points: `make demo` (set up + main job) and `make test` (test dependencies + tests).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+OUT ?= outputs/demo
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: demo test bench clean
+
+$(VENV)/.torch:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip wheel setuptools
+	$(PIP) install $(TORCH_PINS)
+	touch $@
+
+$(VENV)/.core: $(VENV)/.torch setup.cfg
+	$(PIP) install -e ".[report]" $(TORCH_PINS)
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.torch setup.cfg
+	$(PIP) install -e ".[all,dev]" $(TORCH_PINS)
+	touch $@
+
+demo: $(VENV)/.core
+	$(PY) -m monai_ils.demo --output_dir $(OUT)
+
+test: $(VENV)/.dev
+	$(PY) -m pytest -q tests
+
+bench: $(VENV)/.core
+	$(PY) -m monai_ils.bench grounding
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache
