@@ -8,6 +8,7 @@ largest possible value, which the anomaly map divides by. The first spatial axis
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Hashable, Mapping
 from pathlib import Path
 
@@ -85,7 +86,11 @@ class LoadCXR(Transform):
 
     def _load_dicom(self, path: Path):
         try:
-            image = self._dicom(str(path))
+            with warnings.catch_warnings():
+                # Projection radiographs have no ImageOrientationPatient and most hosts no nvImageCodec;
+                # neither matters here, so MONAI's warnings about them would only be noise.
+                warnings.filterwarnings("ignore", message=".*(ImageOrientationPatient|nvImageCodec).*")
+                image = self._dicom(str(path))
         except Exception as err:  # pydicom/MONAI raise many types for corrupt files
             raise CXRLoadError(f"{path}: not a readable DICOM image ({type(err).__name__}: {err}).") from err
         meta = image.meta
@@ -113,7 +118,7 @@ class LoadCXR(Transform):
 
     def _load_bitmap(self, path: Path):
         try:
-            image = np.asarray(self._bitmap(str(path)))
+            image = np.array(self._bitmap(str(path)))
         except Exception as err:
             raise CXRLoadError(f"{path}: not a readable image ({type(err).__name__}: {err}).") from err
         if image.ndim == 3:  # RGB(A) export of a greyscale radiograph
