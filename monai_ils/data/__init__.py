@@ -1,0 +1,1 @@
+"""Dataset formats, templates and readers for instruction-guided lesion segmentation."""
