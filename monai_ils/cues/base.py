@@ -179,7 +179,8 @@ class AnatomyBackend(ABC):
 class CounterfactualBackend(ABC):
     """image ``[1, H, W]`` (+ bool edit region ``[H, W]``) -> x_hat ``[1, H, W]`` float32, same intensity scale."""
 
-    needs_edit_region: bool = False
+    region_labels: tuple[str, ...] = (vocab.RIGHT_LUNG, vocab.LEFT_LUNG, vocab.HEART)
+    """Anatomy labels whose union is the edit region the transforms pass in (Appendix A.3: lungs and heart)."""
 
     @abstractmethod
     def __call__(self, image: Any, region: np.ndarray | None = None, max_intensity: float | None = None) -> np.ndarray: ...
