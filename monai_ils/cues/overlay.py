@@ -96,7 +96,7 @@ def write_overlay(output_dir: str | Path, image_path: str | Path | None = None, 
         "box_classes": [vocab.VINBIG_CLASSES[c] for c in cues["boxes"].classes],
     }
     (out / "cues_summary.json").write_text(json.dumps(summary, indent=2))
-    return {"png": out / "cues_overlay.png", "json": out / "cues_summary.json", **cues}
+    return {"png": out / "cues_overlay.png", "json": out / "cues_summary.json", "image": image, **cues}
 
 
 def main(argv=None) -> None:
