@@ -66,12 +66,12 @@ class RadEditCounterfactual(CounterfactualBackend):
                  tokenizer: str | os.PathLike | None = None, prompt: str = DEFAULT_PROMPT, num_inference_steps: int = 100,
                  guidance_scale: float = 7.5, size: int = 512, device: str = "cpu", dtype: str | torch.dtype = "float32",
                  trust_remote_code: bool = False, seed: int = 0):
-        from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-
         unet = check_weights_path(unet, "radedit_unet", "the RadEdit UNet folder ('unet/' of microsoft/radedit: config.json + diffusion_pytorch_model.safetensors)")
         vae = check_weights_path(vae, "radedit_vae", "the SDXL VAE folder (stabilityai/sdxl-vae: config.json + diffusion_pytorch_model.safetensors)")
         text_encoder = check_weights_path(text_encoder, "radedit_text_encoder", "the BioViL-T text encoder folder (microsoft/BiomedVLP-BioViL-T)")
         tokenizer = check_weights_path(tokenizer or text_encoder, "radedit_tokenizer", "the BioViL-T tokenizer files (vocab.txt, tokenizer_config.json)")
+        from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+
         self.device = torch.device(device)
         self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         self.unet = UNet2DConditionModel.from_pretrained(unet, torch_dtype=self.dtype).to(self.device).eval()
