@@ -1,0 +1,1 @@
+"""Report text -> structured findings."""
