@@ -161,7 +161,13 @@ def find_location_terms(text: str, blocked: list[tuple[int, int]] | None = None)
                 continue
             m, (start, end) = sm, (start, start + len(sub))
         kind = _KINDS[int(m.lastgroup[1:])]
-        out.append(_make_term(m.group(0), kind, start, end))
+        term = _make_term(m.group(0), kind, start, end)
+        prev = out[-1] if out else None
+        if kind == "side" and prev is not None and prev.category in ("lung", "pleura") and not text[prev.end:start].strip(" ,"):
+            # "upper lungs bilaterally": the side refines the term before it
+            out[-1] = _make_term(f"{prev.text} {term.text}", prev.kind, prev.start, end)
+            continue
+        out.append(term)
     return out
 
 

@@ -27,9 +27,14 @@ _WORD_RE = re.compile(r"[a-z]+(?:/[a-z]+)?|[,;:()?]")
 _IN_SPAN_NEGATION = re.compile(r"\bnot\b|\bno\s+longer\b", re.IGNORECASE)
 _IN_SPAN_HEDGE = re.compile(r"\b(?:borderline|top[-\s]normal|possibly|probably|likely|may\s+be)\b", re.IGNORECASE)
 _ANAPHOR_RE = re.compile(
-    r"^\s*(?:this|these|it|they|which|findings?|the\s+(?:latter|former|findings?|abnormalit(?:y|ies)|process)|"
-    r"(?:this|these|the)\s+(?:findings?|opacit(?:y|ies)|consolidations?|abnormalit(?:y|ies)|densit(?:y|ies)|areas?|process))\b",
+    r"^\s*(?:(?:this|these|the)\s+(?:findings?|opacit(?:y|ies)|consolidations?|abnormalit(?:y|ies)|densit(?:y|ies)|areas?|process)|"
+    r"the\s+(?:latter|former)|this|these|it|they|which|findings?)\b",
     re.IGNORECASE,
+)
+_STRONG_TRIGGERS = frozenset(
+    "is are was were consistent compatible suggestive suggesting suggests suggest concerning concern suspicious worrisome "
+    "reflect reflects reflecting reflective represent represents representing due related secondary attributable caused "
+    "may might could versus vs favored favor favoring indicative thought felt keeping".split()
 )
 _LINK_TRIGGERS = frozenset(
     "is are was were likely probably possibly consistent compatible suggestive suggesting suggests suggest concerning "
@@ -41,13 +46,15 @@ _LINK_FILLERS = frozenset(
     ", ( ) be being been which that with of to for by in on an a the most more either setting superimposed also again "
     "still component components areas area evidence such as question raises possibility differential includes including "
     "considered mild small focal patchy minor subsegmental linear plate discoid compressive passive early developing "
-    "postobstructive residual new infectious acute some partial partly at least and/or or".split()
+    "postobstructive residual new infectious acute some partial partly at least and/or or increasing worsening progressive "
+    "progressing enlarging improving decreasing persistent persisting slightly".split()
 )
 _ALTERNATIVE_RE = re.compile(r"^[\s,]*(?:or|and/or|versus|vs\.?|,)(?:\s+(?:less\s+likely|possibly|possible|an?|early))*[\s,]*$", re.IGNORECASE)
 _PREMOD_STOP = frozenset(
     "is are was were be been with without no not in at within on of there which that but seen noted has have had to "
     "from by as since for after likely may could versus vs also , ; : ( ) ?".split()
 )
+_COORDINATORS = frozenset({"versus", "vs", "or", "and/or", ",", "and"})
 _POSTMOD_OK = frozenset(
     "in at within of the both is are was were seen noted present identified again now still also involving projecting "
     "projects overlying over along throughout on and or predominantly particularly mainly mostly most greater than more "
@@ -211,6 +218,13 @@ class RuleBasedStructurer:
     @staticmethod
     def _is_link(gap: str) -> bool:
         words = [w for w in _words(gap) if w not in {",", "(", ")"}]
+        if "and" in words:
+            # "opacities are increasing and are likely related to atelectasis" links, "opacity and possible
+            # effusion" does not: after an "and" only a strong (verbal) trigger links
+            after = words[len(words) - words[::-1].index("and"):]
+            if not any(w in _STRONG_TRIGGERS for w in after):
+                return False
+            words = [w for w in words if w != "and"]
         if not words or not any(w in _LINK_TRIGGERS for w in words):
             return False
         return all(w in _LINK_TRIGGERS or w in _LINK_FILLERS for w in words)
@@ -314,6 +328,12 @@ class RuleBasedStructurer:
             while owner.consumed_by is not None:
                 owner = owner.consumed_by
             owner.terms.append(terms[t_idx])
+        # "atelectasis versus pneumonia in the left lower lobe": coordinated findings share a trailing location
+        for a, b in reversed(list(zip(mentions, mentions[1:]))):
+            if a.terms or a.consumed_by is not None or b.consumed_by is not None or not b.terms:
+                continue
+            if b.terms[0].start > b.end and set(_words(sentence[a.end:b.start])) <= _COORDINATORS:
+                a.terms = list(b.terms)
 
     @staticmethod
     def _entity_name(m: _Mention) -> str:
