@@ -31,7 +31,7 @@ from typing import Callable
 
 from monai_ils.vocab import HEART, LEFT_LUNG, LOCATION_CATEGORIES, LUNG_LABELS, LUNG_LOBES, LUNG_ZONES, RIGHT_LUNG
 
-__all__ = ["LocationTerm", "find_location_terms", "parse_location_term", "labels_for_terms", "LocationMapper", "RIGHT", "LEFT"]
+__all__ = ["LocationTerm", "find_location_terms", "parse_location_term", "labels_for_terms", "dedupe_labels", "LocationMapper", "RIGHT", "LEFT"]
 
 RIGHT, LEFT = "right", "left"
 _SIDE_WORD = r"(?:right|left|bilateral|both)(?:[-\s]sided)?"
@@ -100,6 +100,7 @@ class LocationTerm:
     zones: tuple[str, ...] = ()
     start: int = -1
     end: int = -1
+    labels: tuple[str, ...] | None = None  # explicit step-2 labels (from the LLM mapper); None: derive them
 
 
 def _sides_of(text: str, kind: str) -> tuple[str, ...]:
@@ -210,7 +211,7 @@ def _lung_labels(term: LocationTerm, lesion_type: str | None) -> list[str]:
     return labels
 
 
-def _dedupe(labels: list[str]) -> list[str]:
+def dedupe_labels(labels: list[str]) -> list[str]:
     out = []
     for label in labels:
         if label not in out:
@@ -229,14 +230,16 @@ def labels_for_terms(terms: list[LocationTerm], lesion_type: str | None) -> list
         return [HEART]
     labels: list[str] = []
     for term in terms:
-        if term.category in ("lung", "pleura"):
+        if term.labels is not None:
+            labels.extend(term.labels)
+        elif term.category in ("lung", "pleura"):
             labels.extend(_lung_labels(term, lesion_type))
     if not labels:
         if lesion_type == "effusion":
             labels = [LUNG_ZONES[RIGHT_LUNG][3], LUNG_ZONES[LEFT_LUNG][3]]
         elif lesion_type == "edema" and not terms:
             labels = [RIGHT_LUNG, LEFT_LUNG]
-    return _dedupe(labels)
+    return dedupe_labels(labels)
 
 
 @dataclass
