@@ -85,6 +85,10 @@ def box_pixel_bounds(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return bounds
 
 
+def count(mask: np.ndarray) -> int:
+    return int(np.count_nonzero(mask))
+
+
 def integral_image(mask: np.ndarray) -> np.ndarray:
     """Summed-area table of a binary mask, shape [H + 1, W + 1]."""
     return cv2.integral(mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8), sdepth=cv2.CV_32S)
@@ -119,16 +123,24 @@ def dilate(mask: np.ndarray, radius: int = 1) -> np.ndarray:
 
 def label_components(mask: np.ndarray) -> tuple[int, np.ndarray]:
     """8-connected components: (number of labels including background 0, int32 label image)."""
-    count, labels = cv2.connectedComponents(mask.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
-    return count, labels
+    return cv2.connectedComponentsWithAlgorithm(mask.view(np.uint8), 8, cv2.CV_32S, cv2.CCL_GRANA)
 
 
-def keep_labels(labels: np.ndarray, selected: np.ndarray, count: int) -> np.ndarray:
-    """Mask of the pixels whose component label is in ``selected`` (a lookup table, one pass)."""
-    table = np.zeros(count, dtype=bool)
-    table[selected] = True
-    table[0] = False
-    return table[labels]
+def keep_labels(mask: np.ndarray, labels: np.ndarray, keep_table: np.ndarray) -> np.ndarray:
+    """The pixels of ``mask`` whose component label is marked in ``keep_table``.
+
+    Only foreground pixels are looked up: anomaly maps are sparse, so this is much cheaper than a
+    lookup over the whole label image.
+    """
+    index = np.flatnonzero(mask)
+    out = np.zeros(mask.shape, dtype=bool)
+    out.ravel()[index[keep_table[labels.ravel()[index]]]] = True
+    return out
+
+
+def component_sizes(labels: np.ndarray, count: int) -> np.ndarray:
+    """Pixel count of every component label (bincount over the label image)."""
+    return np.bincount(labels.ravel(), minlength=count)
 
 
 def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:

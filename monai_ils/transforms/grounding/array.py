@@ -109,9 +109,9 @@ class FilterLesionBoxes(Transform):
 
         bounds = U.box_pixel_bounds(boxes, shape)
         area = U.box_areas(bounds)
-        anatomy_iou = _iou(U.box_sums(U.integral_image(union), bounds), area, int(union.sum()))
+        anatomy_iou = _iou(U.box_sums(U.integral_image(union), bounds), area, U.count(union))
         signal = U.safe_ratio(U.box_sums(U.integral_image(a_mask), bounds), area)
-        lung_iou = np.maximum(*(_iou(U.box_sums(U.integral_image(m), bounds), area, int(m.sum())) for m in lungs.values()))
+        lung_iou = np.maximum(*(_iou(U.box_sums(U.integral_image(m), bounds), area, U.count(m)) for m in lungs.values()))
         conditions = np.stack(
             [anatomy_iou >= t.anatomy, scores >= t.conf, (signal >= t.signal) & (area > 0), lung_iou >= t.size], axis=1
         )
@@ -139,8 +139,11 @@ class IntersectingComponents(Transform):
         out = np.zeros_like(a_mask)
         if len(boxes) and a_mask.any():
             count, labels = U.label_components(a_mask)
-            selected = [np.unique(labels[r0:r1, c0:c1]) for r0, c0, r1, c1 in U.box_pixel_bounds(boxes, a_mask.shape)]
-            out = U.keep_labels(labels, np.unique(np.concatenate(selected)), count)
+            keep = np.zeros(count, dtype=bool)
+            for r0, c0, r1, c1 in U.box_pixel_bounds(boxes, a_mask.shape):
+                keep[labels[r0:r1, c0:c1]] = True
+            keep[0] = False
+            out = U.keep_labels(a_mask, labels, keep)
         return U.like(out, anomaly)
 
 
@@ -169,10 +172,14 @@ class RefineLesionMask(Transform):
     def __call__(self, mask, img=None, region=None, base_lungs: Mapping | None = None, max_intensity: float | None = None):
         lesion = U.as_mask(mask, "mask")
         lesion = U.remove_noise(lesion, self.noise_radius)
-        if self.min_component_size > 1 and lesion.any():
-            count, labels = U.label_components(lesion)
-            sizes = np.bincount(labels.ravel(), minlength=count)
-            lesion = U.keep_labels(labels, np.flatnonzero(sizes >= self.min_component_size), count)
+        box = U.mask_bbox(lesion)
+        if self.min_component_size > 1 and box is not None:
+            window = slice(box[0], box[2]), slice(box[1], box[3])
+            count, labels = U.label_components(np.ascontiguousarray(lesion[window]))
+            keep = U.component_sizes(labels, count) >= self.min_component_size
+            keep[0] = False
+            lesion = lesion.copy()
+            lesion[window] = keep[labels]
         allowed = None if region is None else U.as_mask(region, "region", lesion.shape)
         if img is not None and self.expand_iterations and lesion.any():
             image = U.as_image(img, "image")
@@ -185,16 +192,22 @@ class RefineLesionMask(Transform):
         return U.like(lesion, mask)
 
     def _expand(self, lesion, image, allowed, tolerance):
-        similar = np.abs(image - float(image[lesion].mean())) <= tolerance
+        """Grow by one pixel per iteration into similar pixels; work in the lesion's box plus the reach."""
+        r0, c0, r1, c1 = U.mask_bbox(lesion)
+        n = self.expand_iterations
+        window = slice(max(r0 - n, 0), r1 + n), slice(max(c0 - n, 0), c1 + n)
+        crop, pixels = lesion[window], image[window]
+        similar = np.abs(pixels - float(pixels[crop].mean())) <= tolerance
         if allowed is not None:
-            similar &= allowed
-        for _ in range(self.expand_iterations):
-            grown = U.dilate(lesion) & similar
-            grown |= lesion
-            if np.array_equal(grown, lesion):
+            similar &= allowed[window]
+        for _ in range(n):
+            grown = (U.dilate(crop) & similar) | crop
+            if np.array_equal(grown, crop):
                 break
-            lesion = grown
-        return lesion
+            crop = grown
+        out = lesion.copy()
+        out[window] = crop
+        return out
 
 
 def _fill_to_lung_base(lesion: np.ndarray, lung: np.ndarray) -> np.ndarray:

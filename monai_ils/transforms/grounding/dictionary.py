@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
 
+import numpy as np
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 from monai.utils import ensure_tuple_rep
@@ -138,7 +139,7 @@ class RefineLesionMaskd(_GroundingMapTransform):
                 missing = [label for label in self.region_labels if label not in anatomy]
                 if missing:
                     raise GroundingInputError(f"{self.anatomy_key}: no mask for region label(s) {missing}.")
-                region = sum(_as_bool(anatomy[label]) for label in self.region_labels) > 0
+                region = np.logical_or.reduce([_as_bool(anatomy[label]) for label in self.region_labels])
             base_lungs = {}
             if self._lesion(d) == "effusion":
                 located = {label for labels in d.get(self.box_locations_key, []) for label in labels}
