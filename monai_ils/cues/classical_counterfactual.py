@@ -31,6 +31,12 @@ from monai_ils.cues.base import CounterfactualBackend, as_mask, register_backend
 from monai_ils.cues.classical_anatomy import ClassicalAnatomy, grow, shrink
 
 
+def grey_open(image: np.ndarray, radius: int) -> np.ndarray:
+    """Grey-level opening with a disk (OpenCV: several times faster than scipy for large disks)."""
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    return cv2.morphologyEx(image.astype(np.float32), cv2.MORPH_OPEN, disk, borderType=cv2.BORDER_REPLICATE)
+
+
 def shrink_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return cv2.resize(mask.astype(np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_AREA) >= 0.5
 
@@ -55,8 +61,8 @@ class ClassicalCounterfactual(CounterfactualBackend):
 
     def residual_small(self, small: np.ndarray, region: np.ndarray) -> np.ndarray:
         """Excess density of focal opacities on the working grid (0 outside ``region``)."""
-        blobs = ndi.grey_opening(small, footprint=morphology.disk(self.small_radius))
-        background = ndi.gaussian_filter(ndi.grey_opening(small, footprint=morphology.disk(self.large_radius)), self.large_radius / 2)
+        blobs = grey_open(small, self.small_radius)
+        background = ndi.gaussian_filter(grey_open(small, self.large_radius), self.large_radius / 2)
         inner = ndi.binary_erosion(region, morphology.disk(self.margin)) if self.margin else region
         return np.clip(blobs - background, 0, None) * inner
 
