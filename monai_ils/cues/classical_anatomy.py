@@ -165,8 +165,11 @@ def segment_lungs(norm: np.ndarray, loose_margin: float = 0.6, grow_fraction: fl
                 lung |= labels == region.label
         # Grow back into the lung's own dark pixels, then (a bounded distance) into the brighter lung
         # bases and opacities: those stay well below the abdomen and chest wall in intensity.
-        lung = geodesic_grow(lung, dark & ~edge, neck + 1)
-        lung = geodesic_grow(lung, (dark | (loose & lateral_lower_half(lung, side))) & ~edge, grow_steps)
+        # The apex is already in the core: growing far above it would climb into the neck.
+        below_apex = np.zeros_like(lung)
+        below_apex[max(0, np.flatnonzero(lung.any(1))[0] - neck) :] = True
+        lung = geodesic_grow(lung, dark & ~edge & below_apex, neck + 1)
+        lung = geodesic_grow(lung, (dark | (loose & lateral_lower_half(lung, side))) & ~edge & below_apex, grow_steps)
         pad = radius + 1
         lung = np.pad(lung, pad)
         lung = ndi.binary_closing(lung, morphology.disk(radius))[pad:-pad, pad:-pad]
