@@ -194,3 +194,19 @@ def test_hybridgnet_loads_state_dict_and_fills_contours(tmp_path):
     with pytest.raises(ValueError, match="not a HybridGNet state dict"):
         torch.save({"x": torch.zeros(1)}, tmp_path / "bad.pt")
         get_backend("anatomy", "hybridgnet", weights=tmp_path / "bad.pt")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_radedit_and_cxas_run_on_cuda(radedit_folders, tmp_path):
+    backend = get_backend("counterfactual", "radedit", unet=radedit_folders / "unet", vae=radedit_folders / "vae",
+                          text_encoder=radedit_folders / "text_encoder", num_inference_steps=2, size=32, device="cuda", dtype="float16")
+    assert backend.unet.device.type == "cuda" and backend.unet.dtype == torch.float16
+    region = np.zeros((50, 40), bool)
+    region[10:40, 5:35] = True
+    x_hat = backend(_image(50, 40), region)
+    assert isinstance(x_hat, np.ndarray) and x_hat.dtype == np.float32 and np.isfinite(x_hat).all()
+    path = tmp_path / "cxas.pth"
+    torch.save({"model": _random_cxas().state_dict()}, path)
+    cxas = get_backend("anatomy", "cxas", weights=path, size=64, device="cuda:0")
+    assert next(cxas.model.parameters()).device.type == "cuda"
+    assert cxas(_image())["heart"].all()
