@@ -27,7 +27,7 @@ from scipy import ndimage as ndi
 from skimage import morphology
 
 from monai_ils import vocab
-from monai_ils.cues.base import CounterfactualBackend, as_mask, register_backend, to_numpy_image
+from monai_ils.cues.base import CounterfactualBackend, as_mask, max_intensity_of, register_backend, to_numpy_image
 from monai_ils.cues.classical_anatomy import ClassicalAnatomy, grow, shrink
 
 
@@ -51,11 +51,19 @@ class ClassicalCounterfactual(CounterfactualBackend):
         small_radius: opening radius (working pixels) that removes ribs and vessels.
         large_radius: opening radius (working pixels) that removes the opacities too.
         margin: erosion (working pixels) of the region before the residual is taken.
+        contrast_reference: None (default) keeps the residual in the image's own units. A fraction of I_max
+            (0.36 for the DICOM this was tuned on) rescales the residual as if the lungs' 1-99 % intensity
+            range spanned that fraction, so windowed or equalised 8-bit images (MIMIC-CXR-JPG) flag
+            the same opacities under the same tau_ano.
     """
 
-    def __init__(self, work_size: int = 256, small_radius: int = 6, large_radius: int = 20, margin: int = 3):
+    def __init__(self, work_size: int = 256, small_radius: int = 6, large_radius: int = 20, margin: int = 3,
+                 contrast_reference: float | None = None):
         if not 0 < small_radius < large_radius:
             raise ValueError(f"need 0 < small_radius < large_radius, got {small_radius} and {large_radius}.")
+        if contrast_reference is not None and not 0 < contrast_reference <= 1:
+            raise ValueError(f"contrast_reference is a fraction of I_max in (0, 1], got {contrast_reference!r}.")
+        self.contrast_reference = contrast_reference
         self.work_size, self.small_radius, self.large_radius, self.margin = int(work_size), int(small_radius), int(large_radius), int(margin)
         self._anatomy = ClassicalAnatomy(work_size=work_size)
 
@@ -75,6 +83,10 @@ class ClassicalCounterfactual(CounterfactualBackend):
         else:
             region_small = shrink_mask(as_mask(region, array.shape, "edit region"), small.shape)
         residual = self.residual_small(small, region_small)
+        if self.contrast_reference is not None and region_small.any():
+            lo, hi = np.percentile(small[region_small], [1, 99])
+            target = self.contrast_reference * max_intensity_of(image, max_intensity)
+            residual *= target / max(float(hi - lo), 1e-6)
         full = cv2.resize(residual, (array.shape[1], array.shape[0]), interpolation=cv2.INTER_LINEAR)
         if region is not None:
             full *= as_mask(region, array.shape, "edit region")
