@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import cv2
 import numpy as np
 from skimage import measure
 

@@ -22,7 +22,6 @@ from the input, so ``x - x_hat`` is exactly zero outside the lungs and heart.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
