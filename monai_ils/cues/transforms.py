@@ -31,7 +31,6 @@ from monai_ils.cues.base import (
     to_numpy_image,
     union_mask,
 )
-
 from monai_ils.transforms.keys import GroundingKeys as K
 
 CUE_ERRORS_KEY = K.CUE_ERRORS
