@@ -81,7 +81,7 @@ class ClassicalCounterfactual(CounterfactualBackend):
             masks, _ = self._anatomy.small_masks(array)
             region_small = masks["lung"]
         else:
-            region_small = shrink_mask(as_mask(region, array.shape, "edit region"), small.shape)
+            region_small = shrink_mask(as_mask(region, "edit region", array.shape), small.shape)
         residual = self.residual_small(small, region_small)
         if self.contrast_reference is not None and region_small.any():
             lo, hi = np.percentile(small[region_small], [1, 99])
@@ -89,7 +89,7 @@ class ClassicalCounterfactual(CounterfactualBackend):
             residual *= target / max(float(hi - lo), 1e-6)
         full = cv2.resize(residual, (array.shape[1], array.shape[0]), interpolation=cv2.INTER_LINEAR)
         if region is not None:
-            full *= as_mask(region, array.shape, "edit region")
+            full *= as_mask(region, "edit region", array.shape)
         else:
             full *= grow(region_small, array.shape)
         return (array - full)[None].astype(np.float32)

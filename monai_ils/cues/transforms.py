@@ -109,7 +109,7 @@ def extents(anatomy: Mapping[str, Any], shape: tuple[int, int]) -> dict[str, flo
     ):
         if label not in anatomy:
             raise KeyError(f"anatomy has no mask {label!r}; it has {sorted(anatomy)}.")
-        mask = as_mask(anatomy[label], shape, label)
+        mask = as_mask(anatomy[label], label, shape)
         hits = np.flatnonzero(mask.any(axis))
         out[key] = float("nan") if len(hits) == 0 else float(hits.min() if pick == "min" else hits.max())
     return out
