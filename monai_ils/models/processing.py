@@ -187,7 +187,7 @@ class RosaliaProcessor:
         """SAM branch: longest side to ``sam_img_size``, normalised, zero-padded -> ([3, S, S], (h, w))."""
         rgb = to_rgb_uint8(image)
         resized = self.sam_resize.apply_image(rgb)
-        x = torch.from_numpy(resized).permute(2, 0, 1).float()
+        x = torch.from_numpy(np.array(resized)).permute(2, 0, 1).float()
         x = (x - self._mean) / self._std
         h, w = x.shape[-2:]
         size = self.settings.sam_img_size
