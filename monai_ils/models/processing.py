@@ -83,7 +83,7 @@ def to_rgb_uint8(image) -> np.ndarray:
         if image.mode in ("I", "I;16", "F"):
             image = np.asarray(image)
         else:
-            return np.asarray(image.convert("RGB"))
+            return np.array(image.convert("RGB"))
     array = np.asarray(image)
     if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
         array = np.moveaxis(array, 0, -1)  # channel-first input
@@ -97,7 +97,7 @@ def to_rgb_uint8(image) -> np.ndarray:
         array = np.repeat(array[..., None], 3, axis=-1)
     if array.ndim != 3 or array.shape[-1] != 3:
         raise ValueError(f"Expected a 2-D grey or RGB image, got an array of shape {array.shape}.")
-    return np.ascontiguousarray(array)
+    return np.require(array, requirements=["C", "W"])  # writable: torch.from_numpy downstream
 
 
 @dataclass

@@ -300,7 +300,7 @@ class RosaliaTrainer:
         losses = self.loss(out.lm_loss, out.mask_logits, batch["gt_masks"], batch["positive"], batch["input_sizes"])
         self.engine.backward(losses["loss"])
         self.engine.step()
-        return {k: float(v) for k, v in losses.items()}
+        return {k: float(v.detach()) for k, v in losses.items()}
 
     def run(self) -> list[dict]:
         """Train until ``epochs`` or ``max_steps``; returns the per-step loss history."""
