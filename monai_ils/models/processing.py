@@ -14,7 +14,9 @@ projected patch features of the vision tower.
 from __future__ import annotations
 
 import json
+import logging
 import os
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -98,6 +100,17 @@ def to_rgb_uint8(image) -> np.ndarray:
     if array.ndim != 3 or array.shape[-1] != 3:
         raise ValueError(f"Expected a 2-D grey or RGB image, got an array of shape {array.shape}.")
     return np.require(array, requirements=["C", "W"])  # writable: torch.from_numpy downstream
+
+
+@contextmanager
+def _quiet_config_warnings():
+    logger = logging.getLogger("transformers.configuration_utils")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 @dataclass
@@ -221,7 +234,8 @@ class RosaliaProcessor:
         from transformers import AutoTokenizer, CLIPImageProcessor
 
         folder = Path(folder)
-        tokenizer = AutoTokenizer.from_pretrained(folder, padding_side="right")
+        with _quiet_config_warnings():  # AutoTokenizer peeks at config.json, whose model_type it does not know
+            tokenizer = AutoTokenizer.from_pretrained(folder, padding_side="right")
         image_processor = CLIPImageProcessor.from_pretrained(overrides.pop("image_processor_path", folder))
         data = json.loads((folder / PROCESSOR_FILE).read_text()) if (folder / PROCESSOR_FILE).exists() else {}
         data.update(overrides)

@@ -155,6 +155,7 @@ class RosaliaTrainer:
         loss_weights: ``{"ce": 0.5, "bce": 5.0, "dice": 1.0}``; a resumed run takes the checkpoint's.
         lora: ``{"r": 128, "alpha": 256, "dropout": 0.05, "target_modules": None, "train_embeddings": True}``.
         use_cache: precompute SAM/vision-tower outputs into ``cache_dir`` and train from them.
+        gradient_checkpointing: recompute the language model's activations in backward (less memory).
         resume: True resumes from the latest checkpoint in ``output_dir`` when there is one; a path resumes from it.
     """
 
@@ -188,6 +189,7 @@ class RosaliaTrainer:
         resume_tag: str | None = None,
         export_merged_model: bool = True,
         bf16: bool | None = None,
+        gradient_checkpointing: bool = False,
         model_kwargs: Mapping | None = None,
         progress: bool = True,
     ):
@@ -203,6 +205,7 @@ class RosaliaTrainer:
         self.save_every, self.log_every, self.num_workers = int(save_every), int(log_every), int(num_workers)
         self.resume, self.resume_tag = resume, resume_tag
         self.export_merged_model, self.bf16 = bool(export_merged_model), bf16
+        self.gradient_checkpointing = bool(gradient_checkpointing)
         self.model_kwargs = dict(model_kwargs or {})
         self.progress = progress
         self.history: list[dict] = []
@@ -223,8 +226,12 @@ class RosaliaTrainer:
             self.model, self.processor = load_rosalia(self.model_dir, **self.model_kwargs)
         if self.processor is None:
             raise ValueError("RosaliaTrainer: pass the processor together with the model.")
+        if self.gradient_checkpointing:  # LISA trains the 7B model this way: recompute LM activations in backward
+            self.model.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         apply_lora(self.model, **self.lora)
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
         self.model.to(device)
 
         samples = self.samples
