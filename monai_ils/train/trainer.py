@@ -365,6 +365,30 @@ class RosaliaTrainer:
             export_merged(merged, self.output_dir / "merged", self.processor)
 
 
+def export_checkpoint(checkpoint_dir, output_dir, model_dir=None, model=None, processor=None, tag: str | None = None, lora: Mapping | None = None, model_kwargs: Mapping | None = None) -> Path:
+    """Merge the LoRA weights of a DeepSpeed checkpoint into the base model and export it (rosalia layout).
+
+    Reads the module state of ``checkpoint_dir/<tag>`` (default: the ``latest`` tag) directly, so no
+    ``zero_to_fp32`` conversion (whose output format changes between DeepSpeed versions) is needed;
+    ZeRO-2 keeps full module weights there. ``lora`` must match the run's (r, alpha, targets).
+    """
+    checkpoint_dir = Path(checkpoint_dir)
+    tag = tag or (checkpoint_dir / "latest").read_text().strip()
+    states = checkpoint_dir / tag / "mp_rank_00_model_states.pt"
+    if not states.exists():
+        raise FileNotFoundError(f"No DeepSpeed module states at {states}.")
+    if model is None:
+        model, processor = load_rosalia(model_dir, **dict(model_kwargs or {}))
+    apply_lora(model, **{"r": 128, "alpha": 256, "dropout": 0.05, **dict(lora or {})})
+    module = torch.load(states, map_location="cpu", weights_only=False)["module"]  # your own checkpoint: it holds RNG objects
+    result = model.load_state_dict(module, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise KeyError(
+            f"{states} does not match the model + LoRA settings: missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}."
+        )
+    return export_merged(model.float(), output_dir, processor)
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
