@@ -228,7 +228,9 @@ class RosaliaTrainer:
         if self.model is None:
             if self.model_dir is None:
                 raise ValueError("RosaliaTrainer needs model_dir or model + processor.")
-            self.model, self.processor = load_rosalia(self.model_dir, **self.model_kwargs)
+            bf16 = self.bf16 if self.bf16 is not None else torch.cuda.is_available()
+            kwargs = {"dtype": torch.bfloat16 if bf16 else None, **self.model_kwargs}  # a 7B model in fp32 is 28 GB
+            self.model, self.processor = load_rosalia(self.model_dir, **kwargs)
         if self.processor is None:
             raise ValueError("RosaliaTrainer: pass the processor together with the model.")
         if self.gradient_checkpointing:  # LISA trains the 7B model this way: recompute LM activations in backward
