@@ -34,7 +34,7 @@ def test_evaluate_bundle_command(tiny_model_dir, tiny_dataset, tmp_path):
         "--max_new_tokens", "6",
         "--num_overlays", "4",
     ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
 
@@ -72,6 +72,18 @@ def test_evaluate_bundle_command(tiny_model_dir, tiny_dataset, tmp_path):
     assert set(rows) >= {"Pneumonia", "Atelectasis", "Edema", "Effusion", "Cardiomegaly"}
     overlays = sorted((out / "overlays").glob("*.png"))
     assert len(overlays) == 1 and Image.open(overlays[0]).size[0] > 500
+
+    # scoring existing predictions: no model is loaded, the numbers are the same
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(CONFIGS / "evaluate.json")
+    parser.update({"run_inference": False, "checkpoint_dir": str(tmp_path / "no_model"), "dataset_json": str(tiny_dataset),
+                   "predictions_dir": str(out / "predictions"), "output_dir": str(tmp_path / "rescored"), "num_overlays": 0})
+    parser.get_parsed_content("run")
+    rescored = json.loads((tmp_path / "rescored" / "summary.json").read_text())
+    assert {k: rescored[k] for k in ("giou", "ciou", "nacc", "text_accuracy")} == {k: summary[k] for k in ("giou", "ciou", "nacc", "text_accuracy")}
+    assert "cache" not in rescored and rescored["overlays"] == []
 
 
 def test_inference_bundle_config(tiny_model_dir, tiny_dataset, tmp_path):
