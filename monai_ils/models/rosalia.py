@@ -275,7 +275,6 @@ class RosaliaModel(nn.Module):
         vision_features: torch.Tensor | None = None,
         input_sizes: Sequence | None = None,
         output_sizes: Sequence | None = None,
-        **unused,
     ) -> RosaliaOutput:
         """Teacher-forced pass. Give pixels (``sam_pixels``, ``clip_pixels``) or cached encoder outputs.
 

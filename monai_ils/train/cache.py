@@ -89,8 +89,13 @@ class FrozenEncoderCache:
         variants: Iterable[int] = (0, 1),
         batch_size: int = 4,
         progress: bool = True,
+        errors: list | None = None,
     ) -> int:
-        """Encode every (image, variant) not cached yet; resumable. Returns how many were computed."""
+        """Encode every (image, variant) not cached yet; resumable. Returns how many were computed.
+
+        An unreadable image raises a CacheError naming it, or, when an ``errors`` list is given, is
+        recorded there and skipped (the dataset then reports the samples that use it).
+        """
         from monai_ils.train.dataset import load_image_variant
 
         todo = [(p, v) for p in dict.fromkeys(str(p) for p in image_paths) for v in variants if (p, v) not in self]
@@ -99,18 +104,26 @@ class FrozenEncoderCache:
         for start in tqdm(range(0, len(todo), batch_size), desc="encoding images", disable=not progress or not todo):
             chunk = todo[start : start + batch_size]
             sam, clip, sizes, originals = [], [], [], []
+            kept = []
             for image_path, variant in chunk:
                 try:
                     rgb = load_image_variant(image_path, variant)
                 except Exception as err:
-                    raise CacheError(f"Cannot encode image {image_path} (variant {variant}): {err}") from err
+                    message = f"Cannot encode image {image_path} (variant {variant}): {err}"
+                    if errors is None:
+                        raise CacheError(message) from err
+                    errors.append(message)
+                    continue
+                kept.append((image_path, variant))
                 pixels, size = processor.sam_image(rgb)
                 sam.append(pixels)
                 clip.append(processor.vlm_image(rgb))
                 sizes.append(size)
                 originals.append(rgb.shape[:2])
+            if not kept:
+                continue
             encoded = model.encode_images(torch.stack(sam), torch.stack(clip), sizes, originals)
-            for i, (image_path, variant) in enumerate(chunk):
+            for i, (image_path, variant) in enumerate(kept):
                 self.save(
                     image_path,
                     variant,

@@ -42,7 +42,11 @@ class ILSTrainingDataset(Dataset):
         equalize_prob: float = 0.5,
         seed: int = 0,
         cache=None,
+        on_error: str = "raise",
     ):
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}.")
+        self.on_error = on_error
         if not 0.0 <= float(equalize_prob) <= 1.0:
             raise ValueError(f"equalize_prob must be in [0, 1], got {equalize_prob}.")
         self.samples = list(samples)
@@ -86,11 +90,16 @@ class ILSTrainingDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index]
         try:
-            return self._prepare(index, sample)
-        except SampleError:
-            raise
-        except Exception as err:
-            raise SampleError(f"Cannot prepare {self._describe(index, sample)}: {err}") from err
+            try:
+                return self._prepare(index, sample)
+            except SampleError:
+                raise
+            except Exception as err:
+                raise SampleError(f"Cannot prepare {self._describe(index, sample)}: {err}") from err
+        except SampleError as err:
+            if self.on_error == "raise":
+                raise
+            return {"error": str(err), "index": index}  # collate_ils drops it and reports it
 
     def _prepare(self, index: int, sample: ILSSample) -> dict:
         variant = self.variant(index)
@@ -127,7 +136,15 @@ class ILSTrainingDataset(Dataset):
 
 
 def collate_ils(batch: Sequence[dict], pad_token_id: int) -> dict:
-    """Right-pad ids/labels, stack images (or cached embeddings) and masks."""
+    """Right-pad ids/labels, stack images (or cached embeddings) and masks.
+
+    Items that failed (``on_error="skip"``) are left out and listed under ``"errors"``; a batch
+    without any good item is ``{"errors": [...]}`` only.
+    """
+    errors = [item["error"] for item in batch if "error" in item]
+    batch = [item for item in batch if "error" not in item]
+    if not batch:
+        return {"errors": errors}
     length = max(len(item["input_ids"]) for item in batch)
     ids = torch.full((len(batch), length), int(pad_token_id), dtype=torch.long)
     labels = torch.full((len(batch), length), IGNORE_INDEX, dtype=torch.long)
@@ -144,6 +161,7 @@ def collate_ils(batch: Sequence[dict], pad_token_id: int) -> dict:
         "original_sizes": [item["original_size"] for item in batch],
         "positive": torch.tensor([item["positive"] for item in batch]),
         "index": torch.tensor([item["index"] for item in batch]),
+        "errors": errors,
     }
     for key in ("sam_pixels", "clip_pixels", "sam_embeddings", "vision_features"):
         if key in batch[0]:

@@ -156,6 +156,8 @@ class RosaliaTrainer:
         lora: ``{"r": 128, "alpha": 256, "dropout": 0.05, "target_modules": None, "train_embeddings": True}``.
         use_cache: precompute SAM/vision-tower outputs into ``cache_dir`` and train from them.
         gradient_checkpointing: recompute the language model's activations in backward (less memory).
+        skip_bad_samples: leave out samples that cannot be read, listing them in ``bad_samples.jsonl``
+            (a batch with none left repeats the previous batch, so ranks stay in step); False raises.
         resume: True resumes from the latest checkpoint in ``output_dir`` when there is one; a path resumes from it.
     """
 
@@ -190,6 +192,7 @@ class RosaliaTrainer:
         export_merged_model: bool = True,
         bf16: bool | None = None,
         gradient_checkpointing: bool = False,
+        skip_bad_samples: bool = True,
         model_kwargs: Mapping | None = None,
         progress: bool = True,
     ):
@@ -206,6 +209,8 @@ class RosaliaTrainer:
         self.resume, self.resume_tag = resume, resume_tag
         self.export_merged_model, self.bf16 = bool(export_merged_model), bf16
         self.gradient_checkpointing = bool(gradient_checkpointing)
+        self.skip_bad_samples = bool(skip_bad_samples)
+        self.bad_samples: list[str] = []
         self.model_kwargs = dict(model_kwargs or {})
         self.progress = progress
         self.history: list[dict] = []
@@ -223,7 +228,9 @@ class RosaliaTrainer:
         if self.model is None:
             if self.model_dir is None:
                 raise ValueError("RosaliaTrainer needs model_dir or model + processor.")
-            self.model, self.processor = load_rosalia(self.model_dir, **self.model_kwargs)
+            bf16 = self.bf16 if self.bf16 is not None else torch.cuda.is_available()
+            kwargs = {"dtype": torch.bfloat16 if bf16 else None, **self.model_kwargs}  # a 7B model in fp32 is 28 GB
+            self.model, self.processor = load_rosalia(self.model_dir, **kwargs)
         if self.processor is None:
             raise ValueError("RosaliaTrainer: pass the processor together with the model.")
         if self.gradient_checkpointing:  # LISA trains the 7B model this way: recompute LM activations in backward
@@ -244,10 +251,13 @@ class RosaliaTrainer:
         cache = None
         if self.use_cache:
             cache = FrozenEncoderCache.for_model(self.cache_dir or self.output_dir / "encoder_cache", self.model, self.processor)
-        self.dataset = ILSTrainingDataset(samples, self.processor, self.equalize_prob, self.seed, cache=cache)
+        on_error = "skip" if self.skip_bad_samples else "raise"
+        self.dataset = ILSTrainingDataset(samples, self.processor, self.equalize_prob, self.seed, cache=cache, on_error=on_error)
         if cache is not None:
             images = sorted({s.image_path for s in samples})[self.rank :: self.world_size]
-            cache.precompute(self.model, self.processor, images, self.dataset.variants(), progress=self.progress and self.rank == 0)
+            errors = [] if self.skip_bad_samples else None
+            cache.precompute(self.model, self.processor, images, self.dataset.variants(), progress=self.progress and self.rank == 0, errors=errors)
+            self._record_bad(errors or [])
             if self.world_size > 1:
                 torch.distributed.barrier()
         self.sampler = BalancedBatchSampler(
@@ -288,6 +298,18 @@ class RosaliaTrainer:
         _set_rng_state(state["rng"])
         logger.info("Resumed from %s at step %d.", path, self.engine.global_steps)
 
+    def _record_bad(self, errors: Sequence[str]) -> None:
+        """Log unreadable samples/images once each and append them to ``output_dir/bad_samples.jsonl``."""
+        new = [e for e in errors if e not in self.bad_samples]
+        if not new:
+            return
+        self.bad_samples.extend(new)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        with (self.output_dir / f"bad_samples.rank{self.rank}.jsonl" if self.world_size > 1 else self.output_dir / "bad_samples.jsonl").open("a") as stream:
+            for error in new:
+                logger.warning("Skipping: %s", error)
+                stream.write(json.dumps({"error": error}) + "\n")
+
     def save_checkpoint(self, tag: str | None = None) -> Path:
         tag = tag or f"global_step{self.engine.global_steps}"
         state = {
@@ -317,6 +339,7 @@ class RosaliaTrainer:
         self._micro = self.engine.global_steps * self.grad_accum
         bar = tqdm(total=self.total_steps, initial=self.engine.global_steps, desc="training", disable=not self.progress or self.rank != 0)
         done = self.engine.global_steps >= self.total_steps
+        previous = None
         while not done and self.epoch < self.epochs:
             self.dataset.set_epoch(self.epoch)
             # its own generator: creating a loader must not consume the global RNG (dropout after resume)
@@ -327,6 +350,12 @@ class RosaliaTrainer:
             self.engine.train()
             for batch in loader:
                 start = time.perf_counter()
+                self._record_bad(batch["errors"])
+                if "input_ids" not in batch:
+                    if previous is None:
+                        raise RuntimeError(f"No readable sample in the first batch: {batch['errors']}")
+                    batch = previous
+                previous = batch
                 losses = self.train_step(batch)
                 self.sampler.advance()
                 self._micro += 1
@@ -363,6 +392,30 @@ class RosaliaTrainer:
         if self.export_merged_model:
             merged = copy.deepcopy(self.model).float().cpu()
             export_merged(merged, self.output_dir / "merged", self.processor)
+
+
+def export_checkpoint(checkpoint_dir, output_dir, model_dir=None, model=None, processor=None, tag: str | None = None, lora: Mapping | None = None, model_kwargs: Mapping | None = None) -> Path:
+    """Merge the LoRA weights of a DeepSpeed checkpoint into the base model and export it (rosalia layout).
+
+    Reads the module state of ``checkpoint_dir/<tag>`` (default: the ``latest`` tag) directly, so no
+    ``zero_to_fp32`` conversion (whose output format changes between DeepSpeed versions) is needed;
+    ZeRO-2 keeps full module weights there. ``lora`` must match the run's (r, alpha, targets).
+    """
+    checkpoint_dir = Path(checkpoint_dir)
+    tag = tag or (checkpoint_dir / "latest").read_text().strip()
+    states = checkpoint_dir / tag / "mp_rank_00_model_states.pt"
+    if not states.exists():
+        raise FileNotFoundError(f"No DeepSpeed module states at {states}.")
+    if model is None:
+        model, processor = load_rosalia(model_dir, **dict(model_kwargs or {}))
+    apply_lora(model, **{"r": 128, "alpha": 256, "dropout": 0.05, **dict(lora or {})})
+    module = torch.load(states, map_location="cpu", weights_only=False)["module"]  # your own checkpoint: it holds RNG objects
+    result = model.load_state_dict(module, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise KeyError(
+            f"{states} does not match the model + LoRA settings: missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}."
+        )
+    return export_merged(model.float(), output_dir, processor)
 
 
 def _seed_everything(seed: int) -> None:

@@ -21,15 +21,20 @@ def test_bundle_files_are_complete():
 
 
 def test_bundle_trains_tiny_model_from_the_cache(tiny, tiny_data, tmp_path, monkeypatch):
+    """Also: an unreadable image is recorded in bad_samples.jsonl and training goes on."""
+    import shutil
+
     from monai.bundle import run
 
     _, _, model_dir = tiny
+    shutil.copytree(tiny_data.parent, tmp_path / "data")
+    (tmp_path / "data" / "images" / "img1.png").write_bytes(b"broken")
     monkeypatch.chdir(BUNDLE.parents[1])  # the repository root, as in the docs
     run(
         config_file=str(BUNDLE / "configs" / "train.json"),
         logging_file=str(BUNDLE / "configs" / "logging.conf"),
         model_dir=str(model_dir),
-        dataset_json=str(tiny_data),
+        dataset_json=str(tmp_path / "data" / "dataset.json"),
         output_dir=str(tmp_path / "out"),
         max_steps=2,
         warmup_steps=1,
@@ -44,3 +49,5 @@ def test_bundle_trains_tiny_model_from_the_cache(tiny, tiny_data, tmp_path, monk
     assert (tmp_path / "out" / "lora" / "lora_adapter" / "adapter_config.json").exists()
     assert any((tmp_path / "out" / "encoder_cache").rglob("*.pt"))
     assert (tmp_path / "out" / "checkpoints" / "latest").read_text().strip() == "global_step2"
+    bad = [json.loads(line)["error"] for line in (tmp_path / "out" / "bad_samples.jsonl").read_text().splitlines()]
+    assert bad and all("img1.png" in e for e in bad)

@@ -12,7 +12,7 @@ import torch
 from monai_ils.models import load_pretrained
 from monai_ils.models.lora import load_lora
 from monai_ils.models.testing import build_tiny_rosalia
-from monai_ils.train.trainer import RosaliaTrainer, build_ds_config
+from monai_ils.train.trainer import RosaliaTrainer, build_ds_config, export_checkpoint
 
 STEPS, SAVE_AT = 12, 10
 COMMON = dict(micro_batch_size=2, lr=3e-3, warmup_steps=1, lora={"r": 8, "alpha": 16}, progress=False, max_steps=STEPS)
@@ -68,6 +68,15 @@ def test_outputs_adapters_and_merged_model_load(run, tiny_data):
     prompt = [processor.encode_prompt("Segment the edema in the left lung.", answer_prefix="[SEG]")]
     merged.eval(), with_adapters.eval()
     torch.testing.assert_close(merged.segment(encoded, prompt)[0], with_adapters.segment(encoded, prompt)[0], atol=1e-4, rtol=1e-4)
+
+
+def test_export_from_a_deepspeed_checkpoint_matches_the_run_export(run, tmp_path):
+    _, _, root, folder = run
+    exported = export_checkpoint(root / "out" / "checkpoints", tmp_path / "exported", model_dir=folder, lora={"r": 8, "alpha": 16})
+    a, processor = load_pretrained(exported)
+    b, _ = load_pretrained(root / "out" / "merged")  # written at the end of the run, the same step
+    for key, value in b.state_dict().items():
+        torch.testing.assert_close(a.state_dict()[key], value, msg=key)
 
 
 def test_ds_config_fills_auto_values(tmp_path):

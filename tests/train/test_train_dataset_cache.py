@@ -61,6 +61,18 @@ def test_bad_samples_name_the_sample(tiny, tiny_data, tmp_path):
         dataset[2]
 
 
+def test_skip_mode_reports_bad_samples_and_keeps_the_rest(tiny, tiny_data, tmp_path):
+    _, processor, _ = tiny
+    root = tmp_path / "data"
+    shutil.copytree(tiny_data.parent, root)
+    (root / "masks" / "img0.png").unlink()
+    dataset = ILSTrainingDataset.from_json(root / "dataset.json", processor, equalize_prob=0.0, on_error="skip")
+    batch = collate_ils([dataset[0], dataset[1]], processor.tokenizer.pad_token_id)
+    assert batch["input_ids"].shape[0] == 1 and batch["index"].tolist() == [1]
+    assert len(batch["errors"]) == 1 and "sample #0 (train/s0" in batch["errors"][0] and "img0.png" in batch["errors"][0]
+    assert collate_ils([dataset[0]], 0) == {"errors": batch["errors"]}
+
+
 def test_answer_without_exactly_one_seg_is_refused(tiny, tiny_data):
     _, processor, _ = tiny
     samples = read_ils_json(tiny_data)
