@@ -97,10 +97,13 @@ def test_run_inference_resumes_and_records_failures(predictor, tiny_dataset, tmp
     samples, requests = load_inputs(dataset_json=tiny_dataset, splits="test")
     out = tmp_path / "pred"
     run_inference(predictor, requests[:4], out, mode="segment", progress=False)
+    with (out / "predictions.jsonl").open("a") as stream:  # a run killed in the middle of a line
+        stream.write('{"id": "test/s9/0", "mask_pa')
     broken = type(requests[0])("broken/0", str(tmp_path / "gone.png"), "Segment the edema.")
     run_inference(predictor, requests + [broken], out, mode="segment", progress=False)
     lines = (out / "predictions.jsonl").read_text().splitlines()
-    ids = [json.loads(line)["id"] for line in lines]
+    assert lines[4].startswith('{"id": "test/s9/0"')  # the partial line stays alone; readers skip it
+    ids = [json.loads(line)["id"] for line in lines[:4] + lines[5:]]
     assert sorted(ids) == sorted(r.id for r in requests)  # each once, the broken one left out
     errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
     assert [e["id"] for e in errors] == ["broken/0"] and "gone.png" in errors[0]["error"]
