@@ -114,3 +114,22 @@ def test_hf_llava_checkpoint_loads(tiny, tmp_path):
         ref = torch.cat(list(ref), 0) if isinstance(ref, (list, tuple)) else ref
         ours = model.mm_projector(model.vision_features(pixels))
         torch.testing.assert_close(ours.reshape(ref.shape), ref)
+
+
+def test_lisa_7b_architecture_maps_onto_the_published_names():
+    from monai_ils.models.checkpoint import from_lisa_key, to_lisa_key
+    from monai_ils.models.rosalia import RosaliaModel, lisa_7b_config
+
+    with torch.device("meta"):
+        model = RosaliaModel(lisa_7b_config())
+    shapes = {to_lisa_key(k): tuple(v.shape) for k, v in model.state_dict().items()}
+    assert shapes["model.embed_tokens.weight"] == (32003, 4096) and shapes["lm_head.weight"] == (32003, 4096)
+    assert shapes["model.layers.31.mlp.gate_proj.weight"] == (11008, 4096)
+    assert shapes["model.mm_projector.weight"] == (4096, 1024)  # LLaVA v1: one Linear from CLIP-L's 1024
+    assert shapes["model.text_hidden_fcs.0.0.weight"] == (4096, 4096) and shapes["model.text_hidden_fcs.0.2.weight"] == (256, 4096)
+    assert shapes["model.visual_model.image_encoder.pos_embed"] == (1, 64, 64, 1280)
+    assert shapes["model.visual_model.image_encoder.blocks.31.attn.rel_pos_h"] == (127, 80)  # global block of ViT-H
+    assert shapes["model.visual_model.mask_decoder.iou_token.weight"] == (1, 256)
+    assert all(from_lisa_key(k) in model.state_dict() for k in shapes)
+    n_params = sum(v.numel() for v in model.state_dict().values())
+    assert 7.5e9 < n_params < 7.8e9  # Llama-7B + CLIP-L + SAM-H
