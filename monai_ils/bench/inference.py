@@ -81,16 +81,11 @@ def _random_model(preset: str, folder: Path, device: torch.device, dtype):
     # lisa7b: the published architecture with random weights, built directly on the GPU (28 GB in float32 on CPU)
     if device.type != "cuda":
         raise SystemExit("--preset lisa7b needs a CUDA device (the model is 7B parameters).")
-    from monai_ils.models.rosalia import RosaliaConfig
-    from monai_ils.models.sam import SamConfig
+    from monai_ils.models.rosalia import lisa_7b_config
 
-    processor = tiny_processor(sam_img_size=1024, vision_size=224)
-    text = dict(model_type="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-                num_key_value_heads=32, max_position_embeddings=2048, vocab_size=32003, rms_norm_eps=1e-6,
-                bos_token_id=processor.tokenizer.bos_token_id, eos_token_id=processor.tokenizer.eos_token_id)
-    vision = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, image_size=224, patch_size=14,
-                  projection_dim=768)
-    config = RosaliaConfig(text_config=text, vision_config=vision, sam_config=SamConfig().to_dict(), seg_token_id=processor.seg_token_id)
+    processor = tiny_processor(sam_img_size=1024, vision_size=224)  # a word-level tokenizer: ids fit the 32K vocabulary
+    config = lisa_7b_config(seg_token_id=processor.seg_token_id)
+    config.text_config.update(bos_token_id=processor.tokenizer.bos_token_id, eos_token_id=processor.tokenizer.eos_token_id)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype or torch.bfloat16)
     try:
