@@ -197,7 +197,7 @@ class RosaliaModel(nn.Module):
         )
 
     # ---------------------------------------------------------------- sequence assembly
-    def _merge_image_features(self, input_ids, image_embeds, attention_mask=None, labels=None):
+    def merge_image_features(self, input_ids, image_embeds, attention_mask=None, labels=None):
         """Replace the single image placeholder of each row by its projected patch features.
 
         Returns (inputs_embeds, attention_mask, labels, expanded_ids) for the expanded, right-padded
@@ -294,7 +294,7 @@ class RosaliaModel(nn.Module):
         attention_mask = attention_mask.to(device) if attention_mask is not None else None
         labels = labels.to(device) if labels is not None else None
         image_embeds = self.mm_projector(vision_features.to(device=device, dtype=self.mm_projector_dtype))
-        embeds, mask, new_labels, expanded = self._merge_image_features(input_ids, image_embeds, attention_mask, labels)
+        embeds, mask, new_labels, expanded = self.merge_image_features(input_ids, image_embeds, attention_mask, labels)
         out = self.language_model(inputs_embeds=embeds, attention_mask=mask, labels=new_labels, output_hidden_states=True, use_cache=False)
         last_hidden = out.hidden_states[-1]
         if input_sizes is None:
@@ -356,7 +356,7 @@ class RosaliaModel(nn.Module):
         for i, ids in enumerate(prompt_ids):
             one = encoded.select(i)
             image_embeds = self.mm_projector(one.vision_features.to(device=device, dtype=self.mm_projector_dtype))
-            embeds, mask, _, _ = self._merge_image_features(ids.view(1, -1).to(device), image_embeds)
+            embeds, mask, _, _ = self.merge_image_features(ids.view(1, -1).to(device), image_embeds)
             out = self.language_model(inputs_embeds=embeds, attention_mask=mask, use_cache=True, output_hidden_states=True)
             past, hidden = out.past_key_values, out.hidden_states[-1][:, -1]
             logits = out.logits[:, -1]
