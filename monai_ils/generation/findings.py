@@ -101,6 +101,8 @@ class StudyGrounding:
         when unknown (then only a study without positive findings gets located negatives).
     ctr: cardiothoracic ratio from the heart and lung masks, or None when it could not be measured.
     qc_passed: the study passed quality control (frontal view, anatomy cross-check); if not, no pairs.
+    qc_reasons: why it did not (recorded by the runner).
+    image: the [H, W] image the masks belong to, only used to draw overlays (optional).
     """
 
     study_key: str
@@ -110,7 +112,9 @@ class StudyGrounding:
     empty_locations: Sequence[str] | None = None
     ctr: float | None = None
     qc_passed: bool = True
+    qc_reasons: list[str] = field(default_factory=list)
     image_shape: tuple[int, int] | None = None
+    image: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self):
         if self.empty_locations is not None:
