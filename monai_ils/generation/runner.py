@@ -341,8 +341,10 @@ class GenerationRunner:
         summary = self.summary(manifest)
         summary.processed_now = processed_now
         if merge:
-            summary.files = self.merge(manifest)
-            (self.output_dir / "summary.json").write_text(json.dumps({k: v for k, v in summary.to_dict().items() if k != "processed_now"}, indent=1, sort_keys=True))
+            summary.files = self.merge(manifest, summary)
+            kept = {k: v for k, v in summary.to_dict().items() if k not in ("processed_now", "output_dir")}
+            kept["files"] = {k: str(Path(v).relative_to(self.output_dir)) for k, v in summary.files.items()}
+            (self.output_dir / "summary.json").write_text(json.dumps(kept, indent=1, sort_keys=True) + "\n")
         return summary
 
     def _open_part(self, index: int):
@@ -392,8 +394,11 @@ class GenerationRunner:
             for record in line.get("samples", []):
                 yield sample_from_record(record, self.output_dir)
 
-    def merge(self, manifest: dict | None = None) -> dict[str, str]:
-        """Write dataset.json (ROSALIA layout), pairs.jsonl, errors.jsonl and the statistics; one study in memory."""
+    def merge(self, manifest: dict | None = None, summary: RunSummary | None = None) -> dict[str, str]:
+        """Write dataset.json (ROSALIA layout), pairs.jsonl, errors.jsonl and the statistics; one study in memory.
+
+        Returns the files written; fills ``summary``'s positive/negative counts when given.
+        """
         manifest = manifest or self.load_manifest()
         out = self.output_dir
         stats = DatasetStatistics()
@@ -411,6 +416,8 @@ class GenerationRunner:
                     positives += sample.positive
                     negatives += not sample.positive
         pairs_tmp.replace(out / "pairs.jsonl")
+        if summary is not None:
+            summary.positive_pairs, summary.negative_pairs = positives, negatives
         errors_tmp.replace(out / "errors.jsonl")
         splits = sorted({s for shard in manifest["shards"] for s in shard.get("pairs_per_split", {})}, key=_split_order)
 
