@@ -1,0 +1,1 @@
+"""Benchmark scripts: ``python -m monai_ils.bench <name> [options]``; each prints its figures."""

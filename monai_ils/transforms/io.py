@@ -1,0 +1,158 @@
+"""Load chest X-rays (DICOM, PNG, JPG) as [1, H, W] MetaTensors in a known intensity convention.
+
+Convention: bright = dense (bones and opacities bright, lung fields dark), so MONOCHROME1 DICOMs are
+inverted; intensities stay in stored units (16-bit data is kept) and ``max_intensity`` (I_max) records the
+largest possible value, which the anomaly map divides by. The first spatial axis is the image row.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Hashable, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor, PILReader, PydicomReader
+from monai.transforms import LoadImage, MapTransform, Transform
+
+from monai_ils import vocab
+
+DICOM_SUFFIXES = {".dcm", ".dicom", ""}
+FRONTAL_CHECKS = ("raise", "flag", "ignore")
+
+
+class CXRLoadError(ValueError):
+    """A chest X-ray that cannot be loaded; the message names the file and the reason."""
+
+
+class FrontalViewError(CXRLoadError):
+    """The image is not a frontal (PA/AP) view and the loader was configured to reject it."""
+
+
+def _tag(meta: Mapping, tag: str):
+    entry = meta.get(tag)
+    if isinstance(entry, Mapping):
+        values = entry.get("Value")
+        if not values:
+            return None
+        return values if len(values) > 1 else values[0]
+    return entry
+
+
+class LoadCXR(Transform):
+    """Load one chest X-ray file into a float32 MetaTensor of shape [1, H, W].
+
+    Args:
+        frontal_check: what to do when the view position is known and is not PA/AP: ``"raise"`` a
+            `FrontalViewError`, ``"flag"`` it in ``meta["is_frontal"]`` (default), or ``"ignore"``.
+        default_spacing: (row, col) spacing in mm when the file gives none (PNG/JPG, or a zero PixelSpacing).
+
+    Metadata set: filename_or_obj, spacing, view_position, is_frontal, study_id, image_id, patient_id,
+    photometric_interpretation, bits_stored, max_intensity, modality.
+    """
+
+    def __init__(self, frontal_check: str = "flag", default_spacing: tuple[float, float] = (1.0, 1.0)):
+        if frontal_check not in FRONTAL_CHECKS:
+            raise ValueError(f"frontal_check must be one of {FRONTAL_CHECKS}, got {frontal_check!r}.")
+        self.frontal_check = frontal_check
+        self.default_spacing = tuple(float(s) for s in default_spacing)
+        self._dicom = LoadImage(reader=PydicomReader(prune_metadata=False), image_only=True, dtype=None)
+        self._bitmap = LoadImage(reader=PILReader(reverse_indexing=False), image_only=True, dtype=None)
+
+    def __call__(self, filename, view_position: str | None = None, study_id: str | None = None,
+                 image_id: str | None = None) -> MetaTensor:
+        path = Path(os.fspath(filename))
+        if not path.is_file():
+            raise CXRLoadError(f"{path}: file not found.")
+        if path.suffix.lower() in {".png", ".jpg", ".jpeg"}:
+            pixels, meta = self._load_bitmap(path)
+        else:
+            pixels, meta = self._load_dicom(path)
+        if view_position:
+            meta["view_position"] = str(view_position).upper()
+        meta["study_id"] = str(study_id) if study_id else meta.get("study_id") or path.parent.name
+        meta["image_id"] = str(image_id) if image_id else meta.get("image_id") or path.stem
+        view = meta.get("view_position")
+        meta["is_frontal"] = None if not view else view in vocab.FRONTAL_VIEWS
+        if self.frontal_check == "raise" and meta["is_frontal"] is False:
+            raise FrontalViewError(f"{path}: view position {view!r} is not frontal ({'/'.join(vocab.FRONTAL_VIEWS)}).")
+        meta["filename_or_obj"] = str(path)
+        spacing = meta["spacing"]
+        affine = torch.diag(torch.tensor([spacing[0], spacing[1], 1.0, 1.0], dtype=torch.float64))
+        return MetaTensor(torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))[None], affine=affine, meta=meta)
+
+    def _load_dicom(self, path: Path):
+        try:
+            with warnings.catch_warnings():
+                # Projection radiographs have no ImageOrientationPatient and most hosts no nvImageCodec;
+                # neither matters here, so MONAI's warnings about them would only be noise.
+                warnings.filterwarnings("ignore", message=".*(ImageOrientationPatient|nvImageCodec).*")
+                image = self._dicom(str(path))
+        except Exception as err:  # pydicom/MONAI raise many types for corrupt files
+            raise CXRLoadError(f"{path}: not a readable DICOM image ({type(err).__name__}: {err}).") from err
+        meta = image.meta
+        pixels = np.asarray(image).T  # MONAI's reader gives (columns, rows)
+        if pixels.ndim != 2:
+            raise CXRLoadError(f"{path}: expected a single-frame 2-D image, got shape {tuple(image.shape)}.")
+        bits = int(_tag(meta, "00280101") or _tag(meta, "00280100") or 16)
+        i_max = float(2**bits - 1)
+        photometric = str(_tag(meta, "00280004") or "MONOCHROME2").upper()
+        if photometric == "MONOCHROME1":
+            pixels = i_max - pixels.astype(np.float32)
+        elif photometric != "MONOCHROME2":
+            raise CXRLoadError(f"{path}: photometric interpretation {photometric} is not a greyscale radiograph.")
+        return pixels, {
+            "spacing": self._spacing(_tag(meta, "00280030") or _tag(meta, "00181164")),
+            "view_position": str(_tag(meta, "00185101") or "").upper() or None,
+            "study_id": _tag(meta, "0020000D"),
+            "image_id": _tag(meta, "00080018"),
+            "patient_id": _tag(meta, "00100020"),
+            "modality": _tag(meta, "00080060"),
+            "photometric_interpretation": photometric,
+            "bits_stored": bits,
+            "max_intensity": i_max,
+        }
+
+    def _load_bitmap(self, path: Path):
+        try:
+            image = np.array(self._bitmap(str(path)))
+        except Exception as err:
+            raise CXRLoadError(f"{path}: not a readable image ({type(err).__name__}: {err}).") from err
+        if image.ndim == 3:  # RGB(A) export of a greyscale radiograph
+            image = image[..., :3].mean(axis=-1)
+        bits = 16 if image.dtype == np.uint16 or image.max(initial=0) > 255 else 8
+        return image, {
+            "spacing": self.default_spacing,
+            "view_position": None,
+            "photometric_interpretation": "MONOCHROME2",
+            "bits_stored": bits,
+            "max_intensity": float(2**bits - 1),
+            "modality": None,
+        }
+
+    def _spacing(self, value) -> tuple[float, float]:
+        try:
+            spacing = tuple(float(v) for v in value)
+        except (TypeError, ValueError):
+            return self.default_spacing
+        return spacing if len(spacing) == 2 and min(spacing) > 0 else self.default_spacing
+
+
+class LoadCXRd(MapTransform):
+    """Dictionary form of `LoadCXR`; view, study and image ids found in the dictionary override the file's."""
+
+    def __init__(self, keys: KeysCollection = "image", frontal_check: str = "flag",
+                 default_spacing: tuple[float, float] = (1.0, 1.0), view_key: Hashable = "view_position",
+                 study_key: Hashable = "study_id", image_id_key: Hashable = "image_id", allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.loader = LoadCXR(frontal_check, default_spacing)
+        self.view_key, self.study_key, self.image_id_key = view_key, study_key, image_id_key
+
+    def __call__(self, data):
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.loader(d[key], d.get(self.view_key), d.get(self.study_key), d.get(self.image_id_key))
+        return d
