@@ -22,20 +22,22 @@ def is_frontal_view(view_position) -> bool:
 
 
 def cardiothoracic_ratio(heart_mask, right_lung_mask, left_lung_mask) -> float | None:
-    """Maximal horizontal heart width over maximal horizontal thoracic width (outer lung edges).
+    """Maximal horizontal heart width over maximal thoracic width (outer lung edges); None when a mask is empty.
 
-    Masks are [H, W] (or [1, H, W]) arrays in image orientation; None when a mask is empty.
+    Uses :class:`monai_ils.transforms.CardiothoracicRatio` (one implementation) and turns its
+    empty-mask error into None, because an unmeasurable CTR only means "no cardiomegaly negative".
     """
-    heart, right, left = (np.squeeze(np.asarray(m)) > 0 for m in (heart_mask, right_lung_mask, left_lung_mask))
-    if heart.shape != right.shape or heart.shape != left.shape or heart.ndim != 2:
-        raise ValueError(f"cardiothoracic_ratio: masks must be 2-D and of one shape, got {heart.shape}, {right.shape}, {left.shape}.")
-    lungs = right | left
-    if not heart.any() or not lungs.any():
+    from monai_ils.transforms import CardiothoracicRatio, GroundingInputError
+
+    masks = [np.squeeze(np.asarray(m)) > 0 for m in (heart_mask, right_lung_mask, left_lung_mask)]
+    if len({m.shape for m in masks}) != 1 or masks[0].ndim != 2:
+        raise ValueError(f"cardiothoracic_ratio: masks must be 2-D and of one shape, got {[m.shape for m in masks]}.")
+    if not masks[0].any() or not (masks[1] | masks[2]).any():
         return None
-    heart_cols = np.flatnonzero(heart.any(axis=0))
-    lung_cols = np.flatnonzero(lungs.any(axis=0))
-    thorax = lung_cols[-1] - lung_cols[0] + 1
-    return float((heart_cols[-1] - heart_cols[0] + 1) / thorax)
+    try:
+        return float(CardiothoracicRatio()(masks[1], masks[2], masks[0]))
+    except GroundingInputError:
+        return None  # one lung missing: the thorax cannot be measured
 
 
 def cardiomegaly_negative_allowed(ctr, max_ctr: float = CARDIOMEGALY_NEGATIVE_MAX_CTR) -> bool:
