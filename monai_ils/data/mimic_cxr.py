@@ -304,13 +304,19 @@ class FolderStudyIndex:
         return len(self._images())
 
 
+def is_mimic_root(source: PathLike) -> bool:
+    """True for a folder that holds the MIMIC-CXR metadata CSV (plain or gzipped)."""
+    source = Path(source)
+    return source.is_dir() and any((source / f"{MimicCXRIndex.METADATA}{s}").exists() for s in ("", ".gz"))
+
+
 def study_index(source: PathLike, **options):
     """Pick the index for ``source``: a MIMIC-CXR root (has the metadata CSV), a CSV file, or a folder."""
     source = Path(source)
     if source.is_file() and source.name.endswith((".csv", ".csv.gz")):
         return CSVStudyIndex(source, **options)
+    if is_mimic_root(source):
+        return MimicCXRIndex(source, **options)
     if source.is_dir():
-        if any((source / f"{MimicCXRIndex.METADATA}{s}").exists() for s in ("", ".gz")):
-            return MimicCXRIndex(source, **options)
         return FolderStudyIndex(source, **options)
     raise FileNotFoundError(f"Study source not found or not understood (expected a MIMIC-CXR folder, a CSV or a folder of images): {source}")

@@ -340,6 +340,10 @@ class GenerationRunner:
         self._save_manifest(manifest)
         summary = self.summary(manifest)
         summary.processed_now = processed_now
+        logger.info(
+            "%d studies (%d new): %d ok, %d skipped, %d failed; %d pairs -> %s",
+            summary.studies, processed_now, summary.ok, summary.skipped, summary.errors, summary.pairs, self.output_dir,
+        )
         if merge:
             summary.files = self.merge(manifest, summary)
             kept = {k: v for k, v in summary.to_dict().items() if k not in ("processed_now", "output_dir")}
