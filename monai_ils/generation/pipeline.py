@@ -185,8 +185,11 @@ class GroundingPipeline:
         cues = self.cues(work)
         anatomy = cues["anatomy"]
         shape = tuple(image.shape[-2:])
-        positives = [f for f in report.findings if f.presence == "positive"]
-        occupied = list(dict.fromkeys(label for f in positives for label in self._lung_labels(f.locations)))
+        reported_of = [self._reported(f, f.predicted_lesion_type or f.lesion_type) for f in report.findings]
+        # every positive finding, of any kind, occupies its reported lung regions (Appendix A.6)
+        occupied = list(dict.fromkeys(
+            label for f, labels in zip(report.findings, reported_of) if f.presence == "positive" for label in self._lung_labels(labels)
+        ))
         empty = _stage("verification", self.verify, np.zeros(tuple(work.shape[-2:]), bool), anatomy, [], (), occupied).empty
         ctr = self._ctr(anatomy)
         qc_reasons = self._cross_check(work, anatomy)
@@ -200,9 +203,8 @@ class GroundingPipeline:
             "box_scores": cues["boxes"].scores,
             "all_reported_locations": occupied,
         }
-        for finding in report.findings:
+        for finding, reported in zip(report.findings, reported_of):
             lesion = finding.predicted_lesion_type or finding.lesion_type
-            reported = self._reported(finding, lesion)
             grounded, mask = [], None
             if finding.presence == "positive" and lesion in LUNG_LESIONS and reported:
                 out = _stage("grounding", self.chain, {**base, "lesion_type": lesion, "reported_locations": reported})
