@@ -1,0 +1,94 @@
+"""ConText rules: medspaCy's defaults, minus the few that misfire on CXR reports, plus our hedges.
+
+Categories read by the structurer:
+  NEGATED_EXISTENCE   -> presence negative (definitive)
+  NEGATED_TENTATIVE   -> presence negative, certainty tentative ("no definite", "unlikely")
+  POSSIBLE_EXISTENCE  -> certainty tentative ("may represent", "cannot be excluded", "likely", ...)
+  PSEUDO              -> a longer phrase that cancels a shorter trigger inside it ("no change in" is
+                         not a negation; "to suggest" after "no" is not a hedge)
+  TERMINATE           -> ends the scope of every trigger ("but", "and a", "which")
+"""
+
+from __future__ import annotations
+
+from medspacy.context import ConText, ConTextRule
+
+__all__ = ["EXTRA_RULES", "DROPPED_DEFAULT_LITERALS", "build_context"]
+
+DROPPED_DEFAULT_LITERALS = frozenset({"resolved", "now resolved", "unlikely", "free", "decline", "prophylaxis", "doubt"})
+"""Default literals we replace ("resolved", "unlikely") or that misfire ("free air" is a finding)."""
+
+
+def _rules(literals, category, direction, **kwargs):
+    return [ConTextRule(lit, category, direction=direction, **kwargs) for lit in literals]
+
+
+EXTRA_RULES: list[ConTextRule] = [
+    # --- hedges medspaCy misses (certainty tentative)
+    *_rules(
+        ["may represent", "may reflect", "may be", "may relate to", "might represent", "might reflect", "could represent",
+         "could reflect", "could be", "can't exclude", "cannot exclude", "can not exclude", "cannot rule out",
+         "can not rule out", "not exclude", "suggests", "suggest", "suggesting", "suggestion of", "suggestive of",
+         "concerning for", "concern for", "suspicious for", "question of", "questionable", "equivocal",
+         "possibly", "probable", "probably", "presumed", "presumably", "likely", "most likely", "more likely",
+         "potential", "potentially", "differential diagnosis includes", "differential includes",
+         "raises the possibility of", "raising the possibility of", "consider", "considered", "suspected",
+         "suspect", "borderline", "possibility of", "worrisome for", "developing"],
+        "POSSIBLE_EXISTENCE", "FORWARD",
+    ),
+    *_rules(
+        ["cannot be excluded", "can not be excluded", "cannot be entirely excluded", "cannot be completely excluded",
+         "cannot be ruled out", "not excluded", "not entirely excluded", "not be excluded", "difficult to exclude",
+         "is possible", "are possible", "is likely", "are likely", "is suspected", "are suspected", "is questioned",
+         "is a possibility", "could be considered", "may be present", "is not excluded", "are not excluded",
+         "is probable"],
+        "POSSIBLE_EXISTENCE", "BACKWARD",
+    ),
+    *_rules(["versus", "vs", "vs.", "and/or", "?"], "POSSIBLE_EXISTENCE", "BIDIRECTIONAL", max_scope=4),
+    # --- hedged negations (negative, tentative)
+    *_rules(
+        ["no definite", "no definitive", "no convincing", "no clear", "no clear evidence of", "not definitely",
+         "not clearly", "no obvious", "less likely", "not likely", "unlikely to represent", "unlikely to be",
+         "no definite evidence of", "no convincing evidence of", "no radiographic evidence to suggest"],
+        "NEGATED_TENTATIVE", "FORWARD",
+    ),
+    *_rules(["unlikely", "is unlikely", "are unlikely", "is less likely", "are less likely", "is doubtful", "doubtful",
+             "is not likely"], "NEGATED_TENTATIVE", "BACKWARD"),
+    # --- resolution is absence; worsening/improvement/stability is presence
+    *_rules(["resolved", "cleared"], "NEGATED_EXISTENCE", "BIDIRECTIONAL"),
+    *_rules(["resolution of", "interval resolution of", "clearing of"], "NEGATED_EXISTENCE", "FORWARD"),
+    *_rules(["has resolved", "have resolved", "has cleared", "have cleared", "no longer seen",
+             "no longer visible", "no longer present", "no longer evident", "no longer identified",
+             "no longer apparent", "is gone", "are gone", "has disappeared", "have disappeared"],
+            "NEGATED_EXISTENCE", "BACKWARD"),
+    *_rules(
+        ["no change in", "no significant change in", "no interval change in", "no substantial change in",
+         "no appreciable change in", "no significant interval change in", "no relevant change in", "little change in",
+         "no increase in", "no decrease in", "no change of", "not changed", "not significantly changed",
+         "without change", "without significant change", "without interval change", "not substantially changed",
+         "nearly resolved", "almost resolved", "partially resolved", "not completely resolved",
+         "not entirely resolved", "incompletely resolved", "partial resolution of", "near complete resolution of",
+         "no significant improvement", "no improvement", "not improved", "no pneumothorax is seen but",
+         "to suggest", "to indicate", "no other", "not only", "no longer requires"],
+        "PSEUDO", "PSEUDO",
+    ),
+    # --- scope enders
+    *_rules(
+        ["but", "however", "although", "though", "which", "whereas", "while", "and there is", "and there are",
+         "there is", "there are", "with a", "with an", "and a", "and an", "and the", "and mild", "and small",
+         "and moderate", "and large", "and new", "and increased", "and increasing", "and persistent", "and stable",
+         "and unchanged", "and worsening", "and improving", "and improved", "and decreased", "and residual",
+         "and possible", "and likely", ";", "otherwise", "apart from", "aside from", "except for", "other than",
+         "given"],
+        "TERMINATE", "TERMINATE",
+    ),
+]
+
+
+def build_context(nlp) -> ConText:
+    """A ConText component on ``nlp`` with the filtered defaults and ``EXTRA_RULES``."""
+    context = ConText(nlp, rules=None)
+    defaults = ConTextRule.from_json(context.DEFAULT_RULES_FILEPATH)
+    context.add([r for r in defaults if r.literal.lower() not in DROPPED_DEFAULT_LITERALS])
+    context.add(EXTRA_RULES)
+    return context

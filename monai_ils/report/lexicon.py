@@ -1,0 +1,127 @@
+"""Lexicon of the rule-based structurer: findings and their synonyms, devices, hedges and link phrases.
+
+Synonym decisions (why a phrase maps where it does):
+
+* opacity: "opacity/opacities/opacification", "airspace disease/process", "infiltrate", "haziness",
+  "density", "ground-glass", "reticular/interstitial opacities". They all describe a hyperintense
+  region without naming its cause, which is what the paper calls opacity.
+* consolidation: "consolidation", "consolidative opacity", "airspace consolidation".
+* pneumonia: "pneumonia", "pneumonitis", "infection"/"infectious process", "aspiration"; in CXR reports
+  these name an infectious/inflammatory airspace process, which the dataset calls pneumonia.
+* atelectasis: "atelectasis/atelectatic", "collapse" (lobar collapse is complete atelectasis).
+* edema: "edema" when pulmonary ("pulmonary/interstitial/alveolar edema", "edema" alone).
+  "vascular congestion", "venous congestion", "fluid overload" and "CHF" are NOT edema: congestion is
+  vessel engorgement without fluid in the interstitium/airspaces, so it has no hyperintense lesion to
+  ground; they are kept as other findings. "Soft tissue/subcutaneous edema" is not pulmonary either.
+* effusion: "pleural effusion", "effusion", "pleural fluid", "hydrothorax". "Pericardial effusion" is
+  kept apart (not pleural). "Blunting of the costophrenic angle" stays an other finding (it suggests
+  but does not state an effusion).
+* cardiomegaly: "cardiomegaly", "enlarged heart / cardiac silhouette", "cardiac enlargement",
+  "heart (size) is enlarged". "Enlarged cardiomediastinal silhouette" stays an other finding (it may
+  be mediastinal).
+
+Everything else a report names as a disease or finding (pneumothorax, nodule, emphysema, ...) is kept
+with ``lesion_type=None``: its location still counts when empty locations are computed. Devices are
+never findings; their spans are masked so that no finding or location is read inside them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["LexiconEntry", "FINDING_LEXICON", "DEVICE_PATTERNS", "NONSPECIFIC_LESIONS", "compile_lexicon"]
+
+
+@dataclass(frozen=True)
+class LexiconEntry:
+    pattern: str  # regex, matched case-insensitively on word boundaries
+    lesion_type: str | None  # one of vocab.LESION_TYPES, or None for other findings
+    name: str  # canonical entity name
+
+
+_ADV = r"(?:(?:mildly|moderately|markedly|severely|slightly|minimally|massively|substantially|significantly|somewhat|again|still|now|persistently|borderline|at\s+least)\s+)?"
+_HEART = r"(?:heart(?:\s+size)?|cardiac\s+(?:silhouette|size|contours?|shadow)|size\s+of\s+the\s+(?:heart|cardiac\s+silhouette))"
+_VERB = r"(?:\s+(?:is|are|remains?|appears?|seems?|looks?|has\s+become|is\s+again|is\s+now)){1,2}\s+"
+
+FINDING_LEXICON: tuple[LexiconEntry, ...] = (
+    # --- cardiomegaly
+    LexiconEntry(r"cardiomegaly", "cardiomegaly", "cardiomegaly"),
+    LexiconEntry(r"cardiac\s+enlargement|enlargement\s+of\s+the\s+(?:heart|cardiac\s+silhouette)", "cardiomegaly", "cardiomegaly"),
+    LexiconEntry(rf"enlarged\s+(?:heart|cardiac\s+silhouette)|{_ADV}enlarged\s+{_HEART}", "cardiomegaly", "cardiomegaly"),
+    LexiconEntry(rf"{_HEART}{_VERB}(?:not\s+)?{_ADV}(?:top[-\s]normal\s+to\s+{_ADV})?enlarged", "cardiomegaly", "cardiomegaly"),
+    # --- effusion (pericardial first so that it does not count as pleural)
+    LexiconEntry(r"pericardial\s+effusions?", None, "pericardial effusion"),
+    LexiconEntry(r"(?:pleural\s+)?effusions?|pleural\s+fluid|hydrothora(?:x|ces)|hydropneumothorax", "effusion", "pleural effusion"),
+    # --- edema (non-pulmonary edema first)
+    LexiconEntry(r"(?:soft[-\s]tissue|subcutaneous|chest\s+wall|peripheral)\s+edema", None, "soft tissue edema"),
+    LexiconEntry(r"(?:(?:pulmonary|interstitial|alveolar|airspace)\s+)*edema", "edema", "pulmonary edema"),
+    # --- consolidation (before opacity: "consolidative opacity" is consolidation)
+    LexiconEntry(r"consolidations?|consolidative\s+(?:opacit(?:y|ies)|changes?|process)|consolidated", "consolidation", "consolidation"),
+    # --- pneumonia
+    LexiconEntry(r"(?:aspiration\s+|multifocal\s+|lobar\s+)?pneumonias?|pneumonitis|infectious\s+process|infection|aspiration", "pneumonia", "pneumonia"),
+    # --- atelectasis
+    LexiconEntry(r"atelectas[ei]s|atelectatic(?:\s+changes?)?|collapse", "atelectasis", "atelectasis"),
+    # --- opacity
+    LexiconEntry(
+        r"(?:ground[-\s]glass\s+|reticular\s+|reticulonodular\s+|interstitial\s+|airspace\s+|nodular\s+)?opacit(?:y|ies)|opacification|opacified"
+        r"|air[-\s]?space\s+(?:disease|process|opacit(?:y|ies))|infiltrates?|infiltration|haziness|hazy\s+opacit(?:y|ies)|densit(?:y|ies)",
+        "opacity",
+        "opacity",
+    ),
+    # --- other findings (lesion_type None)
+    LexiconEntry(r"pneumothora(?:x|ces)", None, "pneumothorax"),
+    LexiconEntry(r"pneumomediastinum", None, "pneumomediastinum"),
+    LexiconEntry(r"pneumoperitoneum|free\s+(?:intraperitoneal\s+)?air", None, "pneumoperitoneum"),
+    LexiconEntry(r"subcutaneous\s+(?:emphysema|air|gas)", None, "subcutaneous emphysema"),
+    LexiconEntry(r"emphysema(?:tous\s+changes?)?|hyperinflat(?:ion|ed)|copd", None, "emphysema"),
+    LexiconEntry(r"(?:pulmonary\s+)?nodules?|nodularity", None, "nodule"),
+    LexiconEntry(r"masse?s?|lesions?|neoplasm|malignancy|metasta(?:sis|ses|tic\s+disease)", None, "mass"),
+    LexiconEntry(r"granulomas?|calcified\s+granulomas?", None, "granuloma"),
+    LexiconEntry(r"pleural\s+thickening|pleural\s+plaques?|pleural\s+calcifications?", None, "pleural thickening"),
+    LexiconEntry(r"(?:pulmonary\s+)?(?:vascular|venous)\s+(?:congestion|engorgement|redistribution)|congestion|fluid\s+overload|chf|congestive\s+heart\s+failure",
+                 None, "vascular congestion"),
+    LexiconEntry(r"enlarged\s+cardiomediastinal\s+silhouette|cardiomediastinal\s+silhouette\s+is\s+(?:mildly\s+)?enlarged|mediastinal\s+widening|widened\s+mediastinum",
+                 None, "mediastinal widening"),
+    LexiconEntry(r"(?:lymph)?adenopathy|lymph\s+node\s+enlargement", None, "adenopathy"),
+    LexiconEntry(r"scar(?:ring)?|fibro(?:sis|tic\s+changes?)|interstitial\s+(?:lung\s+)?disease|ild", None, "fibrosis"),
+    LexiconEntry(r"bronchiectasis", None, "bronchiectasis"),
+    LexiconEntry(r"fractures?", None, "fracture"),
+    LexiconEntry(r"(?:hiatal\s+)?hernia", None, "hernia"),
+    LexiconEntry(r"blunting", None, "blunting"),
+    LexiconEntry(r"cavitation|cavitary\s+lesion|cavity", None, "cavitation"),
+    LexiconEntry(r"(?:bronchial\s+wall|peribronchial)\s+thickening|peribronchial\s+cuffing", None, "bronchial wall thickening"),
+    LexiconEntry(r"calcifications?", None, "calcification"),
+)
+"""Findings in priority order; longer/more specific patterns win over shorter overlapping ones."""
+
+NONSPECIFIC_LESIONS: tuple[str, ...] = ("opacity", "consolidation")
+"""Lesion types whose cause a report may name ("opacity ... reflecting atelectasis")."""
+
+PREDICTABLE_LESIONS: tuple[str, ...] = ("pneumonia", "atelectasis", "edema", "consolidation", "effusion")
+"""Lesion types that can be the predicted type of a non-specific finding."""
+
+DEVICE_PATTERNS: tuple[str, ...] = (
+    r"(?:endotracheal|et|tracheostomy|trach|nasogastric|ng|orogastric|og|feeding|dobhoff|dobbhoff|enteric|chest|"
+    r"mediastinal|pigtail|drainage|gastric|esophageal|temperature)\s+(?:tubes?|catheters?|probe)",
+    r"(?:right|left|r|l)?\s*(?:internal\s+jugular|ij|subclavian|picc|central\s+venous|cvc|swan[-\s]ganz|pa|hemodialysis|dialysis|"
+    r"port-a-cath|portacath|midline)\s*(?:lines?|catheters?|ports?|sheath)?",
+    r"(?:dual|single|triple)[-\s]lead\s+(?:pacemaker|pacer|icd|aicd)|(?:pacemaker|pacer|icd|aicd|defibrillator|loop\s+recorder)"
+    r"(?:\s+(?:leads?|wires?|generator|device))?|(?:transvenous\s+)?(?:pacing\s+)?leads?",
+    r"(?:median\s+)?sternotomy(?:\s+wires?)?|sternal\s+(?:wires?|sutures?)|(?:surgical|vascular|cholecystectomy)\s+clips?|"
+    r"(?:prosthetic|mechanical|replaced)\s+(?:aortic|mitral)?\s*valves?|(?:aortic|mitral)\s+valve\s+(?:replacement|prosthesis)|"
+    r"stents?|coils?|(?:support|monitoring)\s+devices?|lines\s+and\s+tubes|tubes\s+and\s+lines|drains?|"
+    r"impella|lvad|iabp|intra-?aortic\s+balloon\s+pump|ecmo\s+cannulas?|cannulas?|electrodes?|ekg\s+leads|"
+    r"pleurx(?:\s+catheter)?|spinal\s+(?:hardware|rods?|fusion)|hardware|staples?|(?:surgical\s+)?sutures?|"
+    r"(?:nipple|ecg)\s+markers?|expanders?|(?:breast\s+)?implants?",
+)
+"""Medical devices: never findings (paper Fig. 9 rule 2); their text is masked before matching."""
+
+
+def compile_lexicon(entries=FINDING_LEXICON) -> list[tuple[re.Pattern, LexiconEntry]]:
+    return [(re.compile(rf"\b(?:{e.pattern})\b", re.IGNORECASE), e) for e in entries]
+
+
+DEVICE_RE = re.compile(
+    r"\b(?:(?:right|left|bilateral)(?:[-\s]sided)?\s+)?(?:" + "|".join(DEVICE_PATTERNS) + r")\b", re.IGNORECASE
+)
