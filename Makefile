@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-OUT ?= outputs/demo
+OUT ?= outputs/ils_generation
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
 .PHONY: demo test bench clean
@@ -22,8 +22,9 @@ $(VENV)/.dev: $(VENV)/.torch setup.cfg
 	$(PIP) install -e ".[all,dev]" $(TORCH_PINS)
 	touch $@
 
+# The main job: the dataset-generation bundle on the bundled real chest X-ray (pairs, masks, overlays).
 demo: $(VENV)/.core
-	$(PY) -m monai_ils.demo --output_dir $(OUT)
+	$(PY) -m monai.bundle run --config_file bundles/ils_generation/configs/generation.json --output_dir $(OUT)
 
 test: $(VENV)/.dev
 	$(PY) -m pytest -q tests
