@@ -85,10 +85,44 @@ EXTRA_RULES: list[ConTextRule] = [
 ]
 
 
+USED_CATEGORIES = frozenset({"NEGATED_EXISTENCE", "NEGATED_TENTATIVE", "POSSIBLE_EXISTENCE", "PSEUDO"})
+
+
+def _expand_pattern(rule: ConTextRule) -> list[ConTextRule]:
+    """Literal rules for every phrase a token pattern (``LOWER`` / ``IN`` / ``OP: ?``) matches.
+
+    spaCy's PhraseMatcher is ~10x faster than its token Matcher on our reports, and the default
+    patterns only enumerate word choices, so expanding them keeps the behaviour and the speed target.
+    """
+    phrases = [[]]
+    for token in rule.pattern:
+        value = token.get("LOWER")
+        words = value["IN"] if isinstance(value, dict) else [value]
+        options = [[w] for w in words] + ([[]] if token.get("OP") == "?" else [])
+        phrases = [p + o for p in phrases for o in options]
+    out = []
+    for words in phrases:
+        if words:
+            out.append(ConTextRule(" ".join(words), rule.category, direction=rule.direction, max_scope=rule.max_scope,
+                                   allowed_types=rule.allowed_types, excluded_types=rule.excluded_types))
+    return out
+
+
+def default_rules(path: str) -> list[ConTextRule]:
+    """medspaCy's default rules (the JSON at ``path``) that we keep, all as literals (patterns expanded)."""
+    out = []
+    for rule in ConTextRule.from_json(path):
+        if rule.literal.lower() in DROPPED_DEFAULT_LITERALS:
+            continue
+        if rule.category.upper() not in USED_CATEGORIES and rule.direction.upper() != "TERMINATE":
+            continue  # family/historical/hypothetical triggers do not change presence or certainty
+        out.extend(_expand_pattern(rule) if rule.pattern is not None else [rule])
+    return [r for r in out if r.literal.lower() not in DROPPED_DEFAULT_LITERALS]
+
+
 def build_context(nlp) -> ConText:
     """A ConText component on ``nlp`` with the filtered defaults and ``EXTRA_RULES``."""
     context = ConText(nlp, rules=None)
-    defaults = ConTextRule.from_json(context.DEFAULT_RULES_FILEPATH)
-    context.add([r for r in defaults if r.literal.lower() not in DROPPED_DEFAULT_LITERALS])
+    context.add(default_rules(context.DEFAULT_RULES_FILEPATH))
     context.add(EXTRA_RULES)
     return context

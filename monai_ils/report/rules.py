@@ -149,7 +149,8 @@ class RuleBasedStructurer:
         if not flat:
             return []
         self._apply_context(sentences, flat)
-        terms = [find_location_terms(s, blocked[i] + [(m.start, m.end) for m in mentions[i]]) for i, s in enumerate(sentences)]
+        terms = [find_location_terms(s, blocked[i] + [(m.start, m.end) for m in mentions[i]]) if mentions[i] else []
+                 for i, s in enumerate(sentences)]
         for i in range(len(sentences)):
             self._link_in_sentence(sentences[i], mentions[i], terms[i])
             if i > 0:
@@ -162,7 +163,10 @@ class RuleBasedStructurer:
     def _find_mentions(self, index: int, sentence: str) -> tuple[list[_Mention], list[tuple[int, int]]]:
         devices = [m.span() for m in DEVICE_RE.finditer(sentence)]
         candidates = []
+        low = sentence.lower()
         for regex, entry in self._lexicon:
+            if entry.anchors and not any(a in low for a in entry.anchors):
+                continue
             for m in regex.finditer(sentence):
                 s, e = m.span()
                 if not any(ds < e and s < de for ds, de in devices):
@@ -182,12 +186,14 @@ class RuleBasedStructurer:
         return chosen, devices
 
     def _apply_context(self, sentences: list[str], mentions: list[_Mention]) -> None:
-        offsets, pos = [], 0
-        for s in sentences:
-            offsets.append(pos)
-            pos += len(s) + 1
-        doc = self.nlp.make_doc(" ".join(sentences))
-        starts = set(offsets)
+        # ConText scopes never cross sentences, so only the sentences with a finding are parsed
+        used = sorted({m.sent for m in mentions})
+        offsets, pos = {}, 0
+        for i in used:
+            offsets[i] = pos
+            pos += len(sentences[i]) + 1
+        starts = set(offsets.values())
+        doc = self.nlp.make_doc(" ".join(sentences[i] for i in used))
         for token in doc:
             token.is_sent_start = token.idx in starts or token.i == 0
         spans, owners = [], []
