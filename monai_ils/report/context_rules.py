@@ -57,10 +57,12 @@ EXTRA_RULES: list[ConTextRule] = [
     # --- resolution is absence; worsening/improvement/stability is presence
     *_rules(["resolved", "cleared"], "NEGATED_EXISTENCE", "BIDIRECTIONAL"),
     *_rules(["resolution of", "interval resolution of", "clearing of"], "NEGATED_EXISTENCE", "FORWARD"),
-    *_rules(["has resolved", "have resolved", "has cleared", "have cleared", "no longer seen",
-             "no longer visible", "no longer present", "no longer evident", "no longer identified",
-             "no longer apparent", "is gone", "are gone", "has disappeared", "have disappeared"],
-            "NEGATED_EXISTENCE", "BACKWARD"),
+    *_rules(["has resolved", "have resolved", "has cleared", "have cleared", "is gone", "are gone", "has disappeared",
+             "have disappeared"], "NEGATED_EXISTENCE", "BACKWARD"),
+    # one token pattern (spaCy warns when ConText's token matcher is left empty)
+    ConTextRule("no longer seen", "NEGATED_EXISTENCE", direction="BACKWARD",
+                pattern=[{"LOWER": "no"}, {"LOWER": "longer"},
+                         {"LOWER": {"IN": ["seen", "visible", "present", "evident", "identified", "apparent", "visualized"]}}]),
     *_rules(
         ["no change in", "no significant change in", "no interval change in", "no substantial change in",
          "no appreciable change in", "no significant interval change in", "no relevant change in", "little change in",
