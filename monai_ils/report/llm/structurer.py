@@ -90,15 +90,8 @@ def parse_llm_answer(text: str | None, sentences: list[str], mapper: LocationMap
             if strict_locations and mapper.llm is None and parse_location_term(term) is None:
                 raise InvalidLLMAnswer(f"{where}: unknown location term {term!r} (not in the location table)")
         try:
-            finding = Finding(
-                entity=item["entity"],
-                sentence_index=item["sentence_index"],
-                presence=item["presence"],
-                certainty=item["certainty"],
-                lesion_type=item.get("lesion_type"),
-                predicted_lesion_type=item.get("predicted_lesion_type"),
-                predicted_sentence_index=item.get("predicted_sentence_index"),
-            ).validate(num_sentences=len(sentences), where=where)
+            fields = {k: v for k, v in item.items() if k != "location_terms"}
+            finding = Finding.from_dict(fields, where=where).validate(num_sentences=len(sentences), where=where)
             categories, labels = mapper.map_terms(terms, finding.entity, finding.lesion_type)
         except (FindingValidationError, ValueError) as err:
             raise InvalidLLMAnswer(str(err)) from None
