@@ -47,7 +47,8 @@ _LINK_FILLERS = frozenset(
     "still component components areas area evidence such as question raises possibility differential includes including "
     "considered mild small focal patchy minor subsegmental linear plate discoid compressive passive early developing "
     "postobstructive residual new infectious acute some partial partly at least and/or or increasing worsening progressive "
-    "progressing enlarging improving decreasing persistent persisting slightly".split()
+    "progressing enlarging improving decreasing persistent persisting slightly layering loculated over within "
+    "throughout involving at along projecting".split()
 )
 _ALTERNATIVE_RE = re.compile(r"^[\s,]*(?:or|and/or|versus|vs\.?|,)(?:\s+(?:less\s+likely|possibly|possible|an?|early))*[\s,]*$", re.IGNORECASE)
 _PREMOD_STOP = frozenset(
