@@ -31,7 +31,7 @@ from typing import Callable
 
 from monai_ils.vocab import HEART, LEFT_LUNG, LOCATION_CATEGORIES, LUNG_LABELS, LUNG_LOBES, LUNG_ZONES, RIGHT_LUNG
 
-__all__ = ["LocationTerm", "find_location_terms", "parse_location_term", "labels_for_terms", "dedupe_labels", "LocationMapper", "RIGHT", "LEFT"]
+__all__ = ["LocationTerm", "find_location_terms", "parse_location_term", "parse_location_terms", "labels_for_terms", "dedupe_labels", "LocationMapper", "RIGHT", "LEFT"]
 
 RIGHT, LEFT = "right", "left"
 _SIDE_WORD = r"(?:right|left|bilateral|both)(?:[-\s]sided)?"
@@ -184,6 +184,29 @@ def parse_location_term(term: str) -> LocationTerm | None:
     return _make_term(m.group(0), _KINDS[int(m.lastgroup[1:])])
 
 
+_CONNECTORS_RE = re.compile(r"^(?:\s|,|;|/|&|\band\b|\bor\b|\bthe\b|\bof\b|\bin\b|\bat\b|\bboth\b)*$", re.IGNORECASE)
+
+
+def parse_location_terms(term: str) -> list[LocationTerm] | None:
+    """Like ``parse_location_term`` but also reads joined phrases ("right lower lobe and lingula").
+
+    Returns None unless the whole text is covered by known terms and connecting words.
+    """
+    single = parse_location_term(term)
+    if single is not None:
+        return [single]
+    text = " ".join(str(term).split())
+    found = find_location_terms(text)
+    if not found:
+        return None
+    pos = 0
+    for t in found:
+        if not _CONNECTORS_RE.match(text[pos:t.start]):
+            return None
+        pos = t.end
+    return found if _CONNECTORS_RE.match(text[pos:]) else None
+
+
 def _lung_labels(term: LocationTerm, lesion_type: str | None) -> list[str]:
     labels: list[str] = []
     for side in term.sides:
@@ -257,15 +280,17 @@ class LocationMapper:
         parsed: list[LocationTerm] = []
         categories: list[str | None] = []
         for raw in terms:
-            term = parse_location_term(raw)
-            if term is None and self.llm is not None:
-                term = self.llm(raw, entity)
-            if term is None:
+            found = parse_location_terms(raw)
+            if found is None and self.llm is not None:
+                llm_term = self.llm(raw, entity)
+                found = [llm_term] if llm_term is not None else None
+            if found is None:
                 self.unknown.append(raw)
                 categories.append(None)
                 continue
-            if term.category is not None and term.category not in LOCATION_CATEGORIES:
-                raise ValueError(f"location term {raw!r}: category {term.category!r} is not in vocab.LOCATION_CATEGORIES")
-            parsed.append(term)
-            categories.append(term.category)
+            for term in found:
+                if term.category is not None and term.category not in LOCATION_CATEGORIES:
+                    raise ValueError(f"location term {raw!r}: category {term.category!r} is not in vocab.LOCATION_CATEGORIES")
+            parsed.extend(found)
+            categories.append(found[0].category)  # one category per raw term (its first part's)
         return categories, labels_for_terms(parsed, lesion_type)

@@ -3,10 +3,12 @@
 import json
 
 import pytest
-from jsonschema import Draft7Validator
 
 from monai_ils.report import Finding, FindingValidationError, StructuredReport, finding_json_schema, llm_output_json_schema
 from monai_ils.report.rules import RuleBasedStructurer
+
+jsonschema = pytest.importorskip("jsonschema")
+Draft7Validator = jsonschema.Draft7Validator
 
 
 def test_valid_finding_round_trip():

@@ -2,7 +2,13 @@
 
 import pytest
 
-from monai_ils.report.locations import LocationMapper, find_location_terms, labels_for_terms, parse_location_term
+from monai_ils.report.locations import (
+    LocationMapper,
+    find_location_terms,
+    labels_for_terms,
+    parse_location_term,
+    parse_location_terms,
+)
 from monai_ils.vocab import ANATOMY_LABELS, LOCATION_CATEGORIES
 
 
@@ -98,3 +104,12 @@ def test_mapper_uses_llm_for_unknown_terms_and_labels_are_vocabulary():
     assert categories == ["lung", None] and labels == ["lung lower lobe right"]
     assert calls == [("axilla", "opacity")] and mapper.unknown == ["axilla"]
     assert set(labels) <= set(ANATOMY_LABELS)
+
+
+def test_joined_terms_are_read_as_parts():
+    parts = parse_location_terms("right lower lobe and lingula")
+    assert [p.text for p in parts] == ["right lower lobe", "lingula"]
+    assert labels_for_terms(parts, "opacity") == ["lung upper lobe left", "lung lower lobe right"]
+    assert parse_location_terms("right lower lobe near the elbow") is None
+    categories, labels = LocationMapper().map_terms(["left base, right apex"], "opacity", "opacity")
+    assert categories == ["lung"] and labels == ["right apical zone lung", "left lung base"]

@@ -23,7 +23,7 @@ from monai_ils.report.llm.prompts import (
     retry_message,
     structuring_messages,
 )
-from monai_ils.report.locations import LocationMapper, LocationTerm, dedupe_labels, parse_location_term
+from monai_ils.report.locations import LocationMapper, LocationTerm, dedupe_labels, parse_location_terms
 from monai_ils.report.rules import RuleBasedStructurer
 from monai_ils.report.sections import split_sentences
 from monai_ils.vocab import LOCATION_CATEGORIES, LUNG_LABELS
@@ -87,7 +87,7 @@ def parse_llm_answer(text: str | None, sentences: list[str], mapper: LocationMap
         for term in terms:
             if " ".join(term.lower().split()) not in section:
                 raise InvalidLLMAnswer(f"{where}: location term {term!r} does not occur in the report")
-            if strict_locations and mapper.llm is None and parse_location_term(term) is None:
+            if strict_locations and mapper.llm is None and parse_location_terms(term) is None:
                 raise InvalidLLMAnswer(f"{where}: unknown location term {term!r} (not in the location table)")
         try:
             fields = {k: v for k, v in item.items() if k != "location_terms"}
