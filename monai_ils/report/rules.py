@@ -48,8 +48,10 @@ _LINK_FILLERS = frozenset(
     "considered mild small focal patchy minor subsegmental linear plate discoid compressive passive early developing "
     "postobstructive residual new infectious acute some partial partly at least and/or or increasing worsening progressive "
     "progressing enlarging improving decreasing persistent persisting slightly layering loculated over within "
-    "throughout involving at along projecting".split()
+    "throughout involving at along projecting resolving".split()
 )
+_UNCHANGED_RE = re.compile(r"\b(?:not|no)\s+(?:significantly\s+|substantially\s+|much\s+)?(?:changed?|improved|worse(?:ned)?)\b", re.IGNORECASE)
+_LINK_BLOCKERS = frozenset("no not without but however although though and ; : ?".split())
 _ALTERNATIVE_RE = re.compile(r"^[\s,]*(?:or|and/or|versus|vs\.?|,)(?:\s+(?:less\s+likely|possibly|possible|an?|early))*[\s,]*$", re.IGNORECASE)
 _PREMOD_STOP = frozenset(
     "is are was were be been with without no not in at within on of there which that but seen noted has have had to "
@@ -222,8 +224,21 @@ class RuleBasedStructurer:
                 m.tentative = m.tentative or "POSSIBLE_EXISTENCE" in cats
 
     # ----------------------------------------------------------------------------------------------
+    @classmethod
+    def _is_link(cls, gap: str) -> bool:
+        """Whether the text between a non-specific finding and a lesion says the one reflects the other."""
+        if cls._is_plain_link(gap):
+            return True
+        # "opacity is again seen, slightly improved, which may represent pneumonia": a description may
+        # come first when the link follows a comma or "which" and the description negates nothing
+        words = _words(_UNCHANGED_RE.sub(" ", gap))
+        cuts = [i for i, w in enumerate(words) if w in {",", "which"}]
+        if not cuts or any(w in _LINK_BLOCKERS for w in words[:cuts[-1]]):
+            return False
+        return cls._is_plain_link(" ".join(words[cuts[-1]:]))
+
     @staticmethod
-    def _is_link(gap: str) -> bool:
+    def _is_plain_link(gap: str) -> bool:
         words = [w for w in _words(gap) if w not in {",", "(", ")"}]
         if "and" in words:
             # "opacities are increasing and are likely related to atelectasis" links, "opacity and possible

@@ -122,3 +122,15 @@ def test_second_corpus_f1(structurer, capsys):
         for e in errors:
             print("  miss:", e)
     assert scores["certainty"]["f1"] >= 0.9
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Left lower lobe opacity is again seen, slightly improved from prior, which may represent resolving pneumonia.",
+        "Right lower lobe opacity, not significantly changed, likely pneumonia.",
+    ],
+)
+def test_prediction_after_a_description(structurer, text):
+    f = _one(structurer, text)
+    assert (f.lesion_type, f.predicted_lesion_type, f.certainty) == ("opacity", "pneumonia", "tentative")
