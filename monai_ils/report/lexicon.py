@@ -93,6 +93,7 @@ FINDING_LEXICON: tuple[LexiconEntry, ...] = (
     LexiconEntry(r"blunting", None, "blunting", anchors=("blunting",)),
     LexiconEntry(r"cavitation|cavitary\s+lesion|cavity", None, "cavitation", anchors=("cavit",)),
     LexiconEntry(r"(?:bronchial\s+wall|peribronchial)\s+thickening|peribronchial\s+cuffing", None, "bronchial wall thickening", anchors=("thickening", "cuffing")),
+    LexiconEntry(r"ards|acute\s+respiratory\s+distress(?:\s+syndrome)?", None, "ARDS", anchors=("ards", "respiratory")),
     LexiconEntry(r"calcifications?", None, "calcification", anchors=("calcification",)),
 )
 """Findings in priority order; longer/more specific patterns win over shorter overlapping ones."""
