@@ -282,3 +282,12 @@ def test_http_timeout_and_client_errors(server):
 
 def test_parse_llm_answer_accepts_empty_list():
     assert parse_llm_answer('{"findings": []}', ["Lungs are clear."], LocationMapper()) == []
+
+
+def test_vllm_backend_only_when_it_imports():
+    from monai_ils.report.llm import VLLMChatBackend, vllm_available
+
+    if vllm_available():
+        pytest.skip("vllm is installed here")
+    with pytest.raises(ImportError, match="use HTTPChatBackend instead"):
+        VLLMChatBackend("/nonexistent")
