@@ -42,8 +42,10 @@ EXTRA_RULES: list[ConTextRule] = [
          "is possible", "are possible", "is likely", "are likely", "is suspected", "are suspected", "is questioned",
          "is a possibility", "could be considered", "may be present", "is not excluded", "are not excluded",
          "is probable"],
-        "POSSIBLE_EXISTENCE", "BACKWARD",
+        # a comma ends the backward scope: "effusion with atelectasis, consolidation not excluded"
+        "POSSIBLE_EXISTENCE", "BACKWARD", max_scope=8, terminated_by={"CLAUSE_BREAK"},
     ),
+    ConTextRule(",", "CLAUSE_BREAK", direction="PSEUDO", max_scope=1),  # small scope: medspaCy only sees partial overlaps
     *_rules(["versus", "vs", "vs.", "and/or", "?"], "POSSIBLE_EXISTENCE", "BIDIRECTIONAL", max_scope=4),
     # --- hedged negations (negative, tentative)
     *_rules(

@@ -356,6 +356,10 @@ class RuleBasedStructurer:
                 continue
             if b.terms[0].start > b.end and set(_words(sentence[a.end:b.start])) <= _COORDINATORS:
                 a.terms = list(b.terms)
+        # "left lower lobe collapse/consolidation": a slash pair shares the location written before it
+        for a, b in zip(mentions, mentions[1:]):
+            if a.terms and not b.terms and b.consumed_by is None and sentence[a.end:b.start].strip() == "/":
+                b.terms = list(a.terms)
 
     @staticmethod
     def _entity_name(m: _Mention) -> str:

@@ -134,3 +134,15 @@ def test_second_corpus_f1(structurer, capsys):
 def test_prediction_after_a_description(structurer, text):
     f = _one(structurer, text)
     assert (f.lesion_type, f.predicted_lesion_type, f.certainty) == ("opacity", "pneumonia", "tentative")
+
+
+def test_backward_hedge_stops_at_a_comma(structurer):
+    findings = structurer("Moderate right pleural effusion with overlying atelectasis, underlying consolidation not excluded.").findings
+    assert [(f.lesion_type, f.certainty) for f in findings] == [
+        ("effusion", "definitive"), ("atelectasis", "definitive"), ("consolidation", "tentative")]
+
+
+def test_slash_pair_shares_location(structurer):
+    findings = structurer("Left lower lobe collapse/consolidation.").findings
+    assert [(f.lesion_type, f.locations) for f in findings] == [
+        ("atelectasis", ["lung lower lobe left"]), ("consolidation", ["lung lower lobe left"])]
