@@ -86,6 +86,28 @@ _KIND_CATEGORY = {
 
 _TERM_RE = re.compile("|".join(rf"(?P<k{i}>\b(?:{p})\b)" for i, (p, _) in enumerate(_TERM_PATTERNS)), re.IGNORECASE)
 _KINDS = [k for _, k in _TERM_PATTERNS]
+# Every term starts with one of these words (prefixes): trying the big pattern only there is ~3x faster
+# than letting the regex engine try all its alternatives at every character.
+_START_RE = re.compile(
+    r"\b(?:right|left|bilateral|both|upper|middle|mid|lower|lingula|lung|bas|bibas|ap|biap|hil|perihil|biperihil|"
+    r"costophrenic|pleura|minor|major|horizontal|oblique|fissur|diffuse|widespread|retrocardiac|retrosternal|posterior|on|"
+    r"hemidiaphragm|diaphragm|heart|cardi|pericardial|superior|anterior|inferior|mediastin|paratracheal|subcarinal|aort|"
+    r"pulmonary|vasculature|svc|ivc|trache|carina|abdom|stomach|bowel|liver|subdiaphragmatic|colon|spleen|kidney|lateral|"
+    r"\d|rib|clavic|scapula|stern|thoracic|vertebra|spine|cervical|lumbar|breast)",
+    re.IGNORECASE,
+)
+
+
+def _iter_terms(text: str):
+    """Same matches as ``_TERM_RE.finditer(text)``, tried only where a term can start."""
+    pos = 0
+    for s in _START_RE.finditer(text):
+        if s.start() < pos:
+            continue
+        m = _TERM_RE.match(text, s.start())
+        if m is not None and m.end() > m.start():
+            yield m
+            pos = m.end()
 _PLURAL_RE = re.compile(r"\b(?:lungs|lobes|bases|apices|hila|angles|zones|hemithoraces|fields|sulci|bilateral(?:ly)?|both|bi\w+|diffuse(?:ly)?|widespread)\b", re.IGNORECASE)
 
 
@@ -146,7 +168,7 @@ def find_location_terms(text: str, blocked: list[tuple[int, int]] | None = None)
     """Every location phrase in ``text`` that does not overlap a ``blocked`` (entity/device) span."""
     blocked = blocked or []
     out = []
-    for m in _TERM_RE.finditer(text):
+    for m in _iter_terms(text):
         start, end = m.span()
         if any(s < end and start < e for s, e in blocked):
             # retry the part before the blocked span ("left pleural" of "left pleural effusion")

@@ -125,6 +125,8 @@ class RuleBasedStructurer:
         self.context = build_context(self.nlp)
         self._lexicon = compile_lexicon(lexicon)
         self._priority = {entry: i for i, (_, entry) in enumerate(self._lexicon)}
+        anchors = sorted({a for _, e in self._lexicon for a in e.anchors}, key=len, reverse=True)
+        self._anchor_re = re.compile("|".join(map(re.escape, anchors)))
 
     # ----------------------------------------------------------------------------------------------
     def __call__(self, section_text: str, section_name: str | None = None) -> StructuredReport:
@@ -166,9 +168,9 @@ class RuleBasedStructurer:
     def _find_mentions(self, index: int, sentence: str) -> tuple[list[_Mention], list[tuple[int, int]]]:
         devices = [m.span() for m in DEVICE_RE.finditer(sentence)]
         candidates = []
-        low = sentence.lower()
+        present = set(self._anchor_re.findall(sentence.lower()))
         for regex, entry in self._lexicon:
-            if entry.anchors and not any(a in low for a in entry.anchors):
+            if entry.anchors and present.isdisjoint(entry.anchors):
                 continue
             for m in regex.finditer(sentence):
                 s, e = m.span()
