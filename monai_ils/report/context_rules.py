@@ -42,8 +42,10 @@ EXTRA_RULES: list[ConTextRule] = [
          "is possible", "are possible", "is likely", "are likely", "is suspected", "are suspected", "is questioned",
          "is a possibility", "could be considered", "may be present", "is not excluded", "are not excluded",
          "is probable"],
-        "POSSIBLE_EXISTENCE", "BACKWARD",
+        # a comma ends the backward scope: "effusion with atelectasis, consolidation not excluded"
+        "POSSIBLE_EXISTENCE", "BACKWARD", max_scope=8, terminated_by={"CLAUSE_BREAK"},
     ),
+    ConTextRule(",", "CLAUSE_BREAK", direction="PSEUDO", max_scope=1),  # small scope: medspaCy only sees partial overlaps
     *_rules(["versus", "vs", "vs.", "and/or", "?"], "POSSIBLE_EXISTENCE", "BIDIRECTIONAL", max_scope=4),
     # --- hedged negations (negative, tentative)
     *_rules(
@@ -57,10 +59,12 @@ EXTRA_RULES: list[ConTextRule] = [
     # --- resolution is absence; worsening/improvement/stability is presence
     *_rules(["resolved", "cleared"], "NEGATED_EXISTENCE", "BIDIRECTIONAL"),
     *_rules(["resolution of", "interval resolution of", "clearing of"], "NEGATED_EXISTENCE", "FORWARD"),
-    *_rules(["has resolved", "have resolved", "has cleared", "have cleared", "no longer seen",
-             "no longer visible", "no longer present", "no longer evident", "no longer identified",
-             "no longer apparent", "is gone", "are gone", "has disappeared", "have disappeared"],
-            "NEGATED_EXISTENCE", "BACKWARD"),
+    *_rules(["has resolved", "have resolved", "has cleared", "have cleared", "is gone", "are gone", "has disappeared",
+             "have disappeared"], "NEGATED_EXISTENCE", "BACKWARD"),
+    # one token pattern (spaCy warns when ConText's token matcher is left empty)
+    ConTextRule("no longer seen", "NEGATED_EXISTENCE", direction="BACKWARD",
+                pattern=[{"LOWER": "no"}, {"LOWER": "longer"},
+                         {"LOWER": {"IN": ["seen", "visible", "present", "evident", "identified", "apparent", "visualized"]}}]),
     *_rules(
         ["no change in", "no significant change in", "no interval change in", "no substantial change in",
          "no appreciable change in", "no significant interval change in", "no relevant change in", "little change in",
@@ -85,10 +89,44 @@ EXTRA_RULES: list[ConTextRule] = [
 ]
 
 
+USED_CATEGORIES = frozenset({"NEGATED_EXISTENCE", "NEGATED_TENTATIVE", "POSSIBLE_EXISTENCE", "PSEUDO"})
+
+
+def _expand_pattern(rule: ConTextRule) -> list[ConTextRule]:
+    """Literal rules for every phrase a token pattern (``LOWER`` / ``IN`` / ``OP: ?``) matches.
+
+    spaCy's PhraseMatcher is ~10x faster than its token Matcher on our reports, and the default
+    patterns only enumerate word choices, so expanding them keeps the behaviour and the speed target.
+    """
+    phrases = [[]]
+    for token in rule.pattern:
+        value = token.get("LOWER")
+        words = value["IN"] if isinstance(value, dict) else [value]
+        options = [[w] for w in words] + ([[]] if token.get("OP") == "?" else [])
+        phrases = [p + o for p in phrases for o in options]
+    out = []
+    for words in phrases:
+        if words:
+            out.append(ConTextRule(" ".join(words), rule.category, direction=rule.direction, max_scope=rule.max_scope,
+                                   allowed_types=rule.allowed_types, excluded_types=rule.excluded_types))
+    return out
+
+
+def default_rules(path: str) -> list[ConTextRule]:
+    """medspaCy's default rules (the JSON at ``path``) that we keep, all as literals (patterns expanded)."""
+    out = []
+    for rule in ConTextRule.from_json(path):
+        if rule.literal.lower() in DROPPED_DEFAULT_LITERALS:
+            continue
+        if rule.category.upper() not in USED_CATEGORIES and rule.direction.upper() != "TERMINATE":
+            continue  # family/historical/hypothetical triggers do not change presence or certainty
+        out.extend(_expand_pattern(rule) if rule.pattern is not None else [rule])
+    return [r for r in out if r.literal.lower() not in DROPPED_DEFAULT_LITERALS]
+
+
 def build_context(nlp) -> ConText:
     """A ConText component on ``nlp`` with the filtered defaults and ``EXTRA_RULES``."""
     context = ConText(nlp, rules=None)
-    defaults = ConTextRule.from_json(context.DEFAULT_RULES_FILEPATH)
-    context.add([r for r in defaults if r.literal.lower() not in DROPPED_DEFAULT_LITERALS])
+    context.add(default_rules(context.DEFAULT_RULES_FILEPATH))
     context.add(EXTRA_RULES)
     return context

@@ -38,6 +38,7 @@ class LexiconEntry:
     pattern: str  # regex, matched case-insensitively on word boundaries
     lesion_type: str | None  # one of vocab.LESION_TYPES, or None for other findings
     name: str  # canonical entity name
+    anchors: tuple[str, ...] = ()  # lower-case substrings, one of which every match contains (a fast pre-filter)
 
 
 _ADV = r"(?:(?:mildly|moderately|markedly|severely|slightly|minimally|massively|substantially|significantly|somewhat|again|still|now|persistently|borderline|at\s+least)\s+)?"
@@ -46,52 +47,54 @@ _VERB = r"(?:\s+(?:is|are|remains?|appears?|seems?|looks?|has\s+become|is\s+agai
 
 FINDING_LEXICON: tuple[LexiconEntry, ...] = (
     # --- cardiomegaly
-    LexiconEntry(r"cardiomegaly", "cardiomegaly", "cardiomegaly"),
-    LexiconEntry(r"cardiac\s+enlargement|enlargement\s+of\s+the\s+(?:heart|cardiac\s+silhouette)", "cardiomegaly", "cardiomegaly"),
-    LexiconEntry(rf"enlarged\s+(?:heart|cardiac\s+silhouette)|{_ADV}enlarged\s+{_HEART}", "cardiomegaly", "cardiomegaly"),
-    LexiconEntry(rf"{_HEART}{_VERB}(?:not\s+)?{_ADV}(?:top[-\s]normal\s+to\s+{_ADV})?enlarged", "cardiomegaly", "cardiomegaly"),
+    LexiconEntry(r"cardiomegaly", "cardiomegaly", "cardiomegaly", anchors=("cardiomegaly",)),
+    LexiconEntry(r"cardiac\s+enlargement|enlargement\s+of\s+the\s+(?:heart|cardiac\s+silhouette)", "cardiomegaly", "cardiomegaly", anchors=("enlargement",)),
+    LexiconEntry(rf"enlarged\s+(?:heart|cardiac\s+silhouette)|{_ADV}enlarged\s+{_HEART}", "cardiomegaly", "cardiomegaly", anchors=("enlarged",)),
+    LexiconEntry(rf"{_HEART}{_VERB}(?:not\s+)?{_ADV}(?:top[-\s]normal\s+to\s+{_ADV})?enlarged", "cardiomegaly", "cardiomegaly", anchors=("enlarged",)),
     # --- effusion (pericardial first so that it does not count as pleural)
-    LexiconEntry(r"pericardial\s+effusions?", None, "pericardial effusion"),
-    LexiconEntry(r"(?:pleural\s+)?effusions?|pleural\s+fluid|hydrothora(?:x|ces)|hydropneumothorax", "effusion", "pleural effusion"),
+    LexiconEntry(r"pericardial\s+effusions?", None, "pericardial effusion", anchors=("pericardial",)),
+    LexiconEntry(r"(?:pleural\s+)?effusions?|pleural\s+fluid|hydrothora(?:x|ces)|hydropneumothorax", "effusion", "pleural effusion", anchors=("effusion", "fluid", "hydro")),
     # --- edema (non-pulmonary edema first)
-    LexiconEntry(r"(?:soft[-\s]tissue|subcutaneous|chest\s+wall|peripheral)\s+edema", None, "soft tissue edema"),
-    LexiconEntry(r"(?:(?:pulmonary|interstitial|alveolar|airspace)\s+)*edema", "edema", "pulmonary edema"),
+    LexiconEntry(r"(?:soft[-\s]tissue|subcutaneous|chest\s+wall|peripheral)\s+edema", None, "soft tissue edema", anchors=("edema",)),
+    LexiconEntry(r"(?:(?:pulmonary|interstitial|alveolar|airspace)\s+)*edema", "edema", "pulmonary edema", anchors=("edema",)),
     # --- consolidation (before opacity: "consolidative opacity" is consolidation)
-    LexiconEntry(r"consolidations?|consolidative\s+(?:opacit(?:y|ies)|changes?|process)|consolidated", "consolidation", "consolidation"),
+    LexiconEntry(r"consolidations?|consolidative\s+(?:opacit(?:y|ies)|changes?|process)|consolidated", "consolidation", "consolidation", anchors=("consolidat",)),
     # --- pneumonia
-    LexiconEntry(r"(?:aspiration\s+|multifocal\s+|lobar\s+)?pneumonias?|pneumonitis|infectious\s+process|infection|aspiration", "pneumonia", "pneumonia"),
+    LexiconEntry(r"(?:aspiration\s+|multifocal\s+|lobar\s+)?pneumonias?|pneumonitis|infectious\s+process|infection|aspiration", "pneumonia", "pneumonia", anchors=("pneumon", "infect", "aspiration")),
     # --- atelectasis
-    LexiconEntry(r"atelectas[ei]s|atelectatic(?:\s+changes?)?|collapse", "atelectasis", "atelectasis"),
+    LexiconEntry(r"atelectas[ei]s|atelectatic(?:\s+changes?)?|collapse", "atelectasis", "atelectasis", anchors=("atelecta", "collapse")),
     # --- opacity
     LexiconEntry(
         r"(?:ground[-\s]glass\s+|reticular\s+|reticulonodular\s+|interstitial\s+|airspace\s+|nodular\s+)?opacit(?:y|ies)|opacification|opacified"
         r"|air[-\s]?space\s+(?:disease|process|opacit(?:y|ies))|infiltrates?|infiltration|haziness|hazy\s+opacit(?:y|ies)|densit(?:y|ies)",
         "opacity",
         "opacity",
+        anchors=("opaci", "airspace", "air space", "air-space", "infiltrat", "hazi", "densit"),
     ),
     # --- other findings (lesion_type None)
-    LexiconEntry(r"pneumothora(?:x|ces)", None, "pneumothorax"),
-    LexiconEntry(r"pneumomediastinum", None, "pneumomediastinum"),
-    LexiconEntry(r"pneumoperitoneum|free\s+(?:intraperitoneal\s+)?air", None, "pneumoperitoneum"),
-    LexiconEntry(r"subcutaneous\s+(?:emphysema|air|gas)", None, "subcutaneous emphysema"),
-    LexiconEntry(r"emphysema(?:tous\s+changes?)?|hyperinflat(?:ion|ed)|copd", None, "emphysema"),
-    LexiconEntry(r"(?:pulmonary\s+)?nodules?|nodularity", None, "nodule"),
-    LexiconEntry(r"masse?s?|lesions?|neoplasm|malignancy|metasta(?:sis|ses|tic\s+disease)", None, "mass"),
-    LexiconEntry(r"granulomas?|calcified\s+granulomas?", None, "granuloma"),
-    LexiconEntry(r"pleural\s+thickening|pleural\s+plaques?|pleural\s+calcifications?", None, "pleural thickening"),
+    LexiconEntry(r"pneumothora(?:x|ces)", None, "pneumothorax", anchors=("pneumothora",)),
+    LexiconEntry(r"pneumomediastinum", None, "pneumomediastinum", anchors=("pneumomediastinum",)),
+    LexiconEntry(r"pneumoperitoneum|free\s+(?:intraperitoneal\s+)?air", None, "pneumoperitoneum", anchors=("pneumoperitoneum", "free")),
+    LexiconEntry(r"subcutaneous\s+(?:emphysema|air|gas)", None, "subcutaneous emphysema", anchors=("subcutaneous",)),
+    LexiconEntry(r"emphysema(?:tous\s+changes?)?|hyperinflat(?:ion|ed)|copd", None, "emphysema", anchors=("emphysema", "hyperinflat", "copd")),
+    LexiconEntry(r"(?:pulmonary\s+)?nodules?|nodularity", None, "nodule", anchors=("nodul",)),
+    LexiconEntry(r"masse?s?|lesions?|neoplasm|malignancy|metasta(?:sis|ses|tic\s+disease)", None, "mass", anchors=("mass", "lesion", "neoplasm", "malignan", "metasta")),
+    LexiconEntry(r"granulomas?|calcified\s+granulomas?", None, "granuloma", anchors=("granuloma",)),
+    LexiconEntry(r"pleural\s+thickening|pleural\s+plaques?|pleural\s+calcifications?", None, "pleural thickening", anchors=("pleural",)),
     LexiconEntry(r"(?:pulmonary\s+)?(?:vascular|venous)\s+(?:congestion|engorgement|redistribution)|congestion|fluid\s+overload|chf|congestive\s+heart\s+failure",
-                 None, "vascular congestion"),
+                 None, "vascular congestion", anchors=("congestion", "engorgement", "redistribution", "overload", "chf", "congestive")),
     LexiconEntry(r"enlarged\s+cardiomediastinal\s+silhouette|cardiomediastinal\s+silhouette\s+is\s+(?:mildly\s+)?enlarged|mediastinal\s+widening|widened\s+mediastinum",
-                 None, "mediastinal widening"),
-    LexiconEntry(r"(?:lymph)?adenopathy|lymph\s+node\s+enlargement", None, "adenopathy"),
-    LexiconEntry(r"scar(?:ring)?|fibro(?:sis|tic\s+changes?)|interstitial\s+(?:lung\s+)?disease|ild", None, "fibrosis"),
-    LexiconEntry(r"bronchiectasis", None, "bronchiectasis"),
-    LexiconEntry(r"fractures?", None, "fracture"),
-    LexiconEntry(r"(?:hiatal\s+)?hernia", None, "hernia"),
-    LexiconEntry(r"blunting", None, "blunting"),
-    LexiconEntry(r"cavitation|cavitary\s+lesion|cavity", None, "cavitation"),
-    LexiconEntry(r"(?:bronchial\s+wall|peribronchial)\s+thickening|peribronchial\s+cuffing", None, "bronchial wall thickening"),
-    LexiconEntry(r"calcifications?", None, "calcification"),
+                 None, "mediastinal widening", anchors=("cardiomediastinal", "mediastin")),
+    LexiconEntry(r"(?:lymph)?adenopathy|lymph\s+node\s+enlargement", None, "adenopathy", anchors=("adenopathy", "lymph")),
+    LexiconEntry(r"scar(?:ring)?|fibro(?:sis|tic\s+changes?)|interstitial\s+(?:lung\s+)?disease|ild", None, "fibrosis", anchors=("scar", "fibro", "interstitial", "ild")),
+    LexiconEntry(r"bronchiectasis", None, "bronchiectasis", anchors=("bronchiectasis",)),
+    LexiconEntry(r"fractures?", None, "fracture", anchors=("fracture",)),
+    LexiconEntry(r"(?:hiatal\s+)?hernia", None, "hernia", anchors=("hernia",)),
+    LexiconEntry(r"blunting", None, "blunting", anchors=("blunting",)),
+    LexiconEntry(r"cavitation|cavitary\s+lesion|cavity", None, "cavitation", anchors=("cavit",)),
+    LexiconEntry(r"(?:bronchial\s+wall|peribronchial)\s+thickening|peribronchial\s+cuffing", None, "bronchial wall thickening", anchors=("thickening", "cuffing")),
+    LexiconEntry(r"ards|acute\s+respiratory\s+distress(?:\s+syndrome)?", None, "ARDS", anchors=("ards", "respiratory")),
+    LexiconEntry(r"calcifications?", None, "calcification", anchors=("calcification",)),
 )
 """Findings in priority order; longer/more specific patterns win over shorter overlapping ones."""
 

@@ -31,7 +31,7 @@ from typing import Callable
 
 from monai_ils.vocab import HEART, LEFT_LUNG, LOCATION_CATEGORIES, LUNG_LABELS, LUNG_LOBES, LUNG_ZONES, RIGHT_LUNG
 
-__all__ = ["LocationTerm", "find_location_terms", "parse_location_term", "labels_for_terms", "dedupe_labels", "LocationMapper", "RIGHT", "LEFT"]
+__all__ = ["LocationTerm", "find_location_terms", "parse_location_term", "parse_location_terms", "labels_for_terms", "dedupe_labels", "LocationMapper", "RIGHT", "LEFT"]
 
 RIGHT, LEFT = "right", "left"
 _SIDE_WORD = r"(?:right|left|bilateral|both)(?:[-\s]sided)?"
@@ -86,6 +86,28 @@ _KIND_CATEGORY = {
 
 _TERM_RE = re.compile("|".join(rf"(?P<k{i}>\b(?:{p})\b)" for i, (p, _) in enumerate(_TERM_PATTERNS)), re.IGNORECASE)
 _KINDS = [k for _, k in _TERM_PATTERNS]
+# Every term starts with one of these words (prefixes): trying the big pattern only there is ~3x faster
+# than letting the regex engine try all its alternatives at every character.
+_START_RE = re.compile(
+    r"\b(?:right|left|bilateral|both|upper|middle|mid|lower|lingula|lung|bas|bibas|ap|biap|hil|perihil|biperihil|"
+    r"costophrenic|pleura|minor|major|horizontal|oblique|fissur|diffuse|widespread|retrocardiac|retrosternal|posterior|on|"
+    r"hemidiaphragm|diaphragm|heart|cardi|pericardial|superior|anterior|inferior|mediastin|paratracheal|subcarinal|aort|"
+    r"pulmonary|vasculature|svc|ivc|trache|carina|abdom|stomach|bowel|liver|subdiaphragmatic|colon|spleen|kidney|lateral|"
+    r"\d|rib|clavic|scapula|stern|thoracic|vertebra|spine|cervical|lumbar|breast)",
+    re.IGNORECASE,
+)
+
+
+def _iter_terms(text: str):
+    """Same matches as ``_TERM_RE.finditer(text)``, tried only where a term can start."""
+    pos = 0
+    for s in _START_RE.finditer(text):
+        if s.start() < pos:
+            continue
+        m = _TERM_RE.match(text, s.start())
+        if m is not None and m.end() > m.start():
+            yield m
+            pos = m.end()
 _PLURAL_RE = re.compile(r"\b(?:lungs|lobes|bases|apices|hila|angles|zones|hemithoraces|fields|sulci|bilateral(?:ly)?|both|bi\w+|diffuse(?:ly)?|widespread)\b", re.IGNORECASE)
 
 
@@ -146,7 +168,7 @@ def find_location_terms(text: str, blocked: list[tuple[int, int]] | None = None)
     """Every location phrase in ``text`` that does not overlap a ``blocked`` (entity/device) span."""
     blocked = blocked or []
     out = []
-    for m in _TERM_RE.finditer(text):
+    for m in _iter_terms(text):
         start, end = m.span()
         if any(s < end and start < e for s, e in blocked):
             # retry the part before the blocked span ("left pleural" of "left pleural effusion")
@@ -182,6 +204,29 @@ def parse_location_term(term: str) -> LocationTerm | None:
     if m is None:
         return None
     return _make_term(m.group(0), _KINDS[int(m.lastgroup[1:])])
+
+
+_CONNECTORS_RE = re.compile(r"^(?:\s|,|;|/|&|\band\b|\bor\b|\bthe\b|\bof\b|\bin\b|\bat\b|\bboth\b)*$", re.IGNORECASE)
+
+
+def parse_location_terms(term: str) -> list[LocationTerm] | None:
+    """Like ``parse_location_term`` but also reads joined phrases ("right lower lobe and lingula").
+
+    Returns None unless the whole text is covered by known terms and connecting words.
+    """
+    single = parse_location_term(term)
+    if single is not None:
+        return [single]
+    text = " ".join(str(term).split())
+    found = find_location_terms(text)
+    if not found:
+        return None
+    pos = 0
+    for t in found:
+        if not _CONNECTORS_RE.match(text[pos:t.start]):
+            return None
+        pos = t.end
+    return found if _CONNECTORS_RE.match(text[pos:]) else None
 
 
 def _lung_labels(term: LocationTerm, lesion_type: str | None) -> list[str]:
@@ -257,15 +302,17 @@ class LocationMapper:
         parsed: list[LocationTerm] = []
         categories: list[str | None] = []
         for raw in terms:
-            term = parse_location_term(raw)
-            if term is None and self.llm is not None:
-                term = self.llm(raw, entity)
-            if term is None:
+            found = parse_location_terms(raw)
+            if found is None and self.llm is not None:
+                llm_term = self.llm(raw, entity)
+                found = [llm_term] if llm_term is not None else None
+            if found is None:
                 self.unknown.append(raw)
                 categories.append(None)
                 continue
-            if term.category is not None and term.category not in LOCATION_CATEGORIES:
-                raise ValueError(f"location term {raw!r}: category {term.category!r} is not in vocab.LOCATION_CATEGORIES")
-            parsed.append(term)
-            categories.append(term.category)
+            for term in found:
+                if term.category is not None and term.category not in LOCATION_CATEGORIES:
+                    raise ValueError(f"location term {raw!r}: category {term.category!r} is not in vocab.LOCATION_CATEGORIES")
+            parsed.extend(found)
+            categories.append(found[0].category)  # one category per raw term (its first part's)
         return categories, labels_for_terms(parsed, lesion_type)

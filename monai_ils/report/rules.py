@@ -47,8 +47,11 @@ _LINK_FILLERS = frozenset(
     "still component components areas area evidence such as question raises possibility differential includes including "
     "considered mild small focal patchy minor subsegmental linear plate discoid compressive passive early developing "
     "postobstructive residual new infectious acute some partial partly at least and/or or increasing worsening progressive "
-    "progressing enlarging improving decreasing persistent persisting slightly".split()
+    "progressing enlarging improving decreasing persistent persisting slightly layering loculated over within "
+    "throughout involving at along projecting resolving".split()
 )
+_UNCHANGED_RE = re.compile(r"\b(?:not|no)\s+(?:significantly\s+|substantially\s+|much\s+)?(?:changed?|improved|worse(?:ned)?)\b", re.IGNORECASE)
+_LINK_BLOCKERS = frozenset("no not without but however although though and ; : ?".split())
 _ALTERNATIVE_RE = re.compile(r"^[\s,]*(?:or|and/or|versus|vs\.?|,)(?:\s+(?:less\s+likely|possibly|possible|an?|early))*[\s,]*$", re.IGNORECASE)
 _PREMOD_STOP = frozenset(
     "is are was were be been with without no not in at within on of there which that but seen noted has have had to "
@@ -122,6 +125,8 @@ class RuleBasedStructurer:
         self.context = build_context(self.nlp)
         self._lexicon = compile_lexicon(lexicon)
         self._priority = {entry: i for i, (_, entry) in enumerate(self._lexicon)}
+        anchors = sorted({a for _, e in self._lexicon for a in e.anchors}, key=len, reverse=True)
+        self._anchor_re = re.compile("|".join(map(re.escape, anchors)))
 
     # ----------------------------------------------------------------------------------------------
     def __call__(self, section_text: str, section_name: str | None = None) -> StructuredReport:
@@ -149,7 +154,8 @@ class RuleBasedStructurer:
         if not flat:
             return []
         self._apply_context(sentences, flat)
-        terms = [find_location_terms(s, blocked[i] + [(m.start, m.end) for m in mentions[i]]) for i, s in enumerate(sentences)]
+        terms = [find_location_terms(s, blocked[i] + [(m.start, m.end) for m in mentions[i]]) if mentions[i] else []
+                 for i, s in enumerate(sentences)]
         for i in range(len(sentences)):
             self._link_in_sentence(sentences[i], mentions[i], terms[i])
             if i > 0:
@@ -162,7 +168,10 @@ class RuleBasedStructurer:
     def _find_mentions(self, index: int, sentence: str) -> tuple[list[_Mention], list[tuple[int, int]]]:
         devices = [m.span() for m in DEVICE_RE.finditer(sentence)]
         candidates = []
+        present = set(self._anchor_re.findall(sentence.lower()))
         for regex, entry in self._lexicon:
+            if entry.anchors and present.isdisjoint(entry.anchors):
+                continue
             for m in regex.finditer(sentence):
                 s, e = m.span()
                 if not any(ds < e and s < de for ds, de in devices):
@@ -182,12 +191,14 @@ class RuleBasedStructurer:
         return chosen, devices
 
     def _apply_context(self, sentences: list[str], mentions: list[_Mention]) -> None:
-        offsets, pos = [], 0
-        for s in sentences:
-            offsets.append(pos)
-            pos += len(s) + 1
-        doc = self.nlp.make_doc(" ".join(sentences))
-        starts = set(offsets)
+        # ConText scopes never cross sentences, so only the sentences with a finding are parsed
+        used = sorted({m.sent for m in mentions})
+        offsets, pos = {}, 0
+        for i in used:
+            offsets[i] = pos
+            pos += len(sentences[i]) + 1
+        starts = set(offsets.values())
+        doc = self.nlp.make_doc(" ".join(sentences[i] for i in used))
         for token in doc:
             token.is_sent_start = token.idx in starts or token.i == 0
         spans, owners = [], []
@@ -215,8 +226,21 @@ class RuleBasedStructurer:
                 m.tentative = m.tentative or "POSSIBLE_EXISTENCE" in cats
 
     # ----------------------------------------------------------------------------------------------
+    @classmethod
+    def _is_link(cls, gap: str) -> bool:
+        """Whether the text between a non-specific finding and a lesion says the one reflects the other."""
+        if cls._is_plain_link(gap):
+            return True
+        # "opacity is again seen, slightly improved, which may represent pneumonia": a description may
+        # come first when the link follows a comma or "which" and the description negates nothing
+        words = _words(_UNCHANGED_RE.sub(" ", gap))
+        cuts = [i for i, w in enumerate(words) if w in {",", "which"}]
+        if not cuts or any(w in _LINK_BLOCKERS for w in words[:cuts[-1]]):
+            return False
+        return cls._is_plain_link(" ".join(words[cuts[-1]:]))
+
     @staticmethod
-    def _is_link(gap: str) -> bool:
+    def _is_plain_link(gap: str) -> bool:
         words = [w for w in _words(gap) if w not in {",", "(", ")"}]
         if "and" in words:
             # "opacities are increasing and are likely related to atelectasis" links, "opacity and possible
@@ -334,6 +358,10 @@ class RuleBasedStructurer:
                 continue
             if b.terms[0].start > b.end and set(_words(sentence[a.end:b.start])) <= _COORDINATORS:
                 a.terms = list(b.terms)
+        # "left lower lobe collapse/consolidation": a slash pair shares the location written before it
+        for a, b in zip(mentions, mentions[1:]):
+            if a.terms and not b.terms and b.consumed_by is None and sentence[a.end:b.start].strip() == "/":
+                b.terms = list(a.terms)
 
     @staticmethod
     def _entity_name(m: _Mention) -> str:

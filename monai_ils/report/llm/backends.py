@@ -101,6 +101,7 @@ class HTTPChatBackend:
         self.schema_mode = schema_mode
         self.extra_body = dict(extra_body or {})
         self._local = threading.local()
+        self._pool: ThreadPoolExecutor | None = None  # kept between calls so HTTP sessions are reused
 
     def _session(self):
         if getattr(self._local, "session", None) is None:
@@ -153,8 +154,15 @@ class HTTPChatBackend:
             return []
         if self.concurrency == 1 or len(conversations) == 1:
             return [self._one(c, schema) for c in conversations]
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(conversations))) as pool:
-            return list(pool.map(lambda c: self._one(c, schema), conversations))
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="chat-http")
+        return list(self._pool.map(lambda c: self._one(c, schema), conversations))
+
+    def close(self) -> None:
+        """Stop the request threads (they also stop with the process)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
 
 # ------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from monai_ils.report.llm.prompts import (
     retry_message,
     structuring_messages,
 )
-from monai_ils.report.locations import LocationMapper, LocationTerm, dedupe_labels, parse_location_term
+from monai_ils.report.locations import LocationMapper, LocationTerm, dedupe_labels, parse_location_terms
 from monai_ils.report.rules import RuleBasedStructurer
 from monai_ils.report.sections import split_sentences
 from monai_ils.vocab import LOCATION_CATEGORIES, LUNG_LABELS
@@ -87,18 +87,11 @@ def parse_llm_answer(text: str | None, sentences: list[str], mapper: LocationMap
         for term in terms:
             if " ".join(term.lower().split()) not in section:
                 raise InvalidLLMAnswer(f"{where}: location term {term!r} does not occur in the report")
-            if strict_locations and mapper.llm is None and parse_location_term(term) is None:
+            if strict_locations and mapper.llm is None and parse_location_terms(term) is None:
                 raise InvalidLLMAnswer(f"{where}: unknown location term {term!r} (not in the location table)")
         try:
-            finding = Finding(
-                entity=item["entity"],
-                sentence_index=item["sentence_index"],
-                presence=item["presence"],
-                certainty=item["certainty"],
-                lesion_type=item.get("lesion_type"),
-                predicted_lesion_type=item.get("predicted_lesion_type"),
-                predicted_sentence_index=item.get("predicted_sentence_index"),
-            ).validate(num_sentences=len(sentences), where=where)
+            fields = {k: v for k, v in item.items() if k != "location_terms"}
+            finding = Finding.from_dict(fields, where=where).validate(num_sentences=len(sentences), where=where)
             categories, labels = mapper.map_terms(terms, finding.entity, finding.lesion_type)
         except (FindingValidationError, ValueError) as err:
             raise InvalidLLMAnswer(str(err)) from None
