@@ -43,6 +43,7 @@ def prepare_offline_ultralytics(config_dir: str | os.PathLike | None = None) -> 
     os.environ.setdefault("YOLO_CONFIG_DIR", str(Path.home() / ".cache" / "monai_ils" / "ultralytics"))
     import ultralytics.utils as uu  # noqa: E402  (imported after the environment is set)
 
+    _undo_pil_open_patch()
     folder = Path(uu.USER_CONFIG_DIR)
     folder.mkdir(parents=True, exist_ok=True)
     font = folder / "Arial.ttf"
@@ -56,6 +57,22 @@ def prepare_offline_ultralytics(config_dir: str | os.PathLike | None = None) -> 
     except (KeyError, AttributeError, TypeError):  # settings schema of another ultralytics version
         uu.SETTINGS.update({"mlflow": False, "sync": False})
     return folder
+
+
+def _undo_pil_open_patch() -> None:
+    """Give PIL back its own ``Image.open``.
+
+    Importing ultralytics replaces ``PIL.Image.open`` process-wide with a wrapper that, on any
+    unreadable file, tries to install and import ``pi_heif``: offline that turns a clear
+    "cannot identify image file" into ModuleNotFoundError in every image reader of the process.
+    We never feed HEIF files to the detector, so the original is restored.
+    """
+    from PIL import Image
+    from ultralytics.utils import patches
+
+    original = getattr(patches, "_image_open", None)
+    if original is not None and Image.open is not original:
+        Image.open = original
 
 
 def to_uint8_rgb(array: np.ndarray) -> np.ndarray:

@@ -52,6 +52,12 @@ def test_yolo_offline_end_to_end(yolo_checkpoint, monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", no_network)
     backend = get_backend("boxes", "yolo", weights=path, imgsz=64, conf=0.25, config_dir=root / "config")
     assert (root / "config" / "Ultralytics" / "Arial.ttf").is_file()
+    from PIL import Image, UnidentifiedImageError
+
+    junk = root / "junk.png"
+    junk.write_bytes(b"not an image")
+    with pytest.raises(UnidentifiedImageError):  # PIL's own open again, not ultralytics' pi_heif wrapper
+        Image.open(junk)
     data = DetectLesionBoxesd(backend=backend)({"image": _image()})
     assert "cue_errors" not in data
     boxes, scores, classes = data["boxes"], data["box_scores"], data["box_classes"]
