@@ -1,0 +1,69 @@
+"""The per-study callable of the runner: view QC -> grounding -> QC verdict -> pairs (+ overlays).
+
+The grounding step is injected (``record -> StudyGrounding``): our pipeline (report structuring, spatial cues,
+Algorithm 1, location verification) in the bundle, precomputed findings and masks, or a test double. Each
+failure is re-raised as a :class:`StageError` naming the stage, so the runner's error record says where.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from monai_ils.data.mimic_cxr import StudyRecord
+from monai_ils.generation.findings import StudyGrounding
+from monai_ils.generation.overlay import overlay_mask
+from monai_ils.generation.pairs import PairGenerator
+from monai_ils.generation.qc import StudyQC
+from monai_ils.generation.runner import SkipStudy, StageError, StudyResult
+
+Grounder = Callable[[StudyRecord], StudyGrounding]
+
+
+class PairsProcessor:
+    """``record -> StudyResult`` for :class:`~monai_ils.generation.runner.GenerationRunner`.
+
+    Args:
+        grounder: ``record -> StudyGrounding``; it may raise :class:`StageError` itself to name a finer stage
+            (``load``, ``structure``, ``cues``, ``grounding``, ``verification``).
+        generator: the pair generator (seed and negative options); default ``PairGenerator()``.
+        qc: view filter and verdict; default ``StudyQC()`` (PA/AP only; records without a view pass only
+            with ``StudyQC(require_view=False)``).
+        overlays: draw one overlay PNG per positive mask when the grounding carries the image.
+    """
+
+    def __init__(self, grounder: Grounder, generator: PairGenerator | None = None, qc: StudyQC | None = None, overlays: bool = True):
+        if not callable(grounder):
+            raise TypeError(f"grounder must be callable (record -> StudyGrounding), got {type(grounder).__name__}.")
+        self.grounder = grounder
+        self.generator = generator or PairGenerator()
+        self.qc = qc or StudyQC()
+        self.overlays = bool(overlays)
+
+    def __call__(self, record: StudyRecord) -> StudyResult:
+        verdict = self.qc.check_view(record.view_position)
+        if not verdict.passed:
+            raise SkipStudy("quality control: " + "; ".join(verdict.reasons))
+        try:
+            grounding = self.grounder(record)
+        except (StageError, SkipStudy):
+            raise
+        except Exception as err:
+            raise StageError("grounding", f"{type(err).__name__}: {err}") from err
+        if not isinstance(grounding, StudyGrounding):
+            raise StageError("grounding", f"the grounder returned {type(grounding).__name__}, expected StudyGrounding.")
+        if not grounding.qc_passed:
+            raise SkipStudy("quality control: " + ("; ".join(grounding.qc_reasons) or "failed"))
+        try:
+            pairs = self.generator(grounding)
+        except Exception as err:
+            raise StageError("pairs", f"{type(err).__name__}: {err}") from err
+        overlays = {}
+        if self.overlays and grounding.image is not None:
+            for name, mask in pairs.masks.items():
+                overlays[name] = overlay_mask(grounding.image, mask)
+        info = {
+            "findings": len(grounding.findings),
+            "grounded": sum(1 for f in grounding.findings if f.is_grounded),
+            "ctr": None if grounding.ctr is None else round(float(grounding.ctr), 4),
+        }
+        return StudyResult(samples=pairs.samples, masks=pairs.masks, overlays=overlays, info=info)

@@ -1,0 +1,113 @@
+"""Study indexes on a tiny MIMIC-CXR tree with the real column names, a CSV and a folder."""
+
+import csv
+import gzip
+
+import pytest
+
+from monai_ils.data.mimic_cxr import CSVStudyIndex, FolderStudyIndex, MimicCXRIndex, StudyIndexError, study_index
+
+META_COLUMNS = ["dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows", "Columns",
+                "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning", "ViewCodeSequence_CodeMeaning",
+                "PatientOrientationCodeSequence_CodeMeaning"]
+IMAGES = [  # dicom_id, subject, study, view, split
+    ("aaa-1", "10000032", "50414267", "PA", "train"),
+    ("aaa-2", "10000032", "50414267", "LATERAL", "train"),
+    ("bbb-1", "10000032", "53189527", "AP", "validate"),
+    ("ccc-1", "11000011", "56699142", "AP", "test"),
+    ("ccc-2", "11000011", "56699142", "PA", "test"),
+]
+
+
+def write_csv(path, columns, rows, gz=False):
+    opener = (lambda p: gzip.open(p, "wt", newline="")) if gz else (lambda p: open(p, "w", newline=""))
+    with opener(path) as stream:
+        writer = csv.writer(stream)
+        writer.writerow(columns)
+        writer.writerows(rows)
+
+
+def mimic_tree(root, gz=False):
+    suffix = ".gz" if gz else ""
+    write_csv(root / f"mimic-cxr-2.0.0-metadata.csv{suffix}", META_COLUMNS,
+              [[d, subj, st, "CHEST (PA AND LAT)", view, 3056, 2544, 21800506, 213014.531, "CHEST (PA AND LAT)", "postero-anterior", "Erect"]
+               for d, subj, st, view, _ in IMAGES], gz)
+    write_csv(root / f"mimic-cxr-2.0.0-split.csv{suffix}", ["dicom_id", "study_id", "subject_id", "split"],
+              [[d, st, subj, split] for d, subj, st, _, split in IMAGES], gz)
+    for d, subj, st, _, _ in IMAGES:
+        folder = root / "files" / f"p{subj[:2]}" / f"p{subj}" / f"s{st}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{d}.dcm").write_bytes(b"")
+        (folder.parent / f"s{st}.txt").write_text(f"FINDINGS: report of study {st}.")
+    return root
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_mimic_index_frontal_views_official_split_and_paths(tmp_path, gz):
+    index = MimicCXRIndex(mimic_tree(tmp_path, gz))
+    records = list(index)
+    assert [r.dicom_id for r in records] == ["aaa-1", "bbb-1", "ccc-1", "ccc-2"]  # the lateral is left out
+    assert [r.split for r in records] == ["train", "val", "test", "test"]
+    first = records[0]
+    assert first.key == "s50414267_aaa-1" and first.view_position == "PA" and (first.rows, first.columns) == (3056, 2544)
+    assert first.image_path == str(tmp_path / "files/p10/p10000032/s50414267/aaa-1.dcm")
+    assert first.read_report() == "FINDINGS: report of study 50414267."
+    assert len(index) == 4
+    assert [r.dicom_id for r in MimicCXRIndex(tmp_path, views=None, splits=["validate", "test"])] == ["bbb-1", "ccc-1", "ccc-2"]
+    assert [r.dicom_id for r in MimicCXRIndex(tmp_path, first_image_per_study=True)] == ["aaa-1", "bbb-1", "ccc-1"]
+    assert isinstance(study_index(tmp_path), MimicCXRIndex)
+
+
+def test_mimic_index_errors_name_file_and_row(tmp_path):
+    mimic_tree(tmp_path)
+    write_csv(tmp_path / "mimic-cxr-2.0.0-split.csv", ["dicom_id", "study_id", "subject_id", "split"],
+              [[d, st, subj, split] for d, subj, st, _, split in IMAGES[:2]])
+    with pytest.raises(StudyIndexError, match=r"dicom_id bbb-1 \(metadata row 4\) has no split"):
+        list(MimicCXRIndex(tmp_path))
+    write_csv(tmp_path / "mimic-cxr-2.0.0-split.csv", ["dicom", "split"], [])
+    with pytest.raises(StudyIndexError, match=r"missing column\(s\) \['dicom_id', 'study_id', 'subject_id'\]"):
+        list(MimicCXRIndex(tmp_path))
+    with pytest.raises(FileNotFoundError, match="mimic-cxr-2.0.0-metadata.csv"):
+        MimicCXRIndex(tmp_path / "elsewhere")
+
+
+def test_missing_report_is_an_error_naming_the_study(tmp_path):
+    mimic_tree(tmp_path)
+    (tmp_path / "files/p10/p10000032/s50414267.txt").unlink()
+    record = next(iter(MimicCXRIndex(tmp_path)))
+    with pytest.raises(FileNotFoundError, match="s50414267_aaa-1"):
+        record.read_report()
+
+
+def test_csv_index_text_or_file_reports_and_unique_keys(tmp_path):
+    (tmp_path / "r.txt").write_text("Left effusion.")
+    write_csv(tmp_path / "list.csv", ["Image", "report", "report_path", "split", "ViewPosition"], [
+        ["img/a.png", "Right basal pneumonia.", "", "validate", "PA"],
+        ["img/a.png", "", "r.txt", "", ""],
+        ["/abs/c.dcm", "", "", "test", "AP"],
+    ])
+    records = list(CSVStudyIndex(tmp_path / "list.csv"))
+    assert [r.key for r in records] == ["a", "a_1", "c"]
+    assert [r.split for r in records] == ["val", "train", "test"]
+    assert records[0].image_path == str(tmp_path / "img/a.png") and records[0].read_report() == "Right basal pneumonia."
+    assert records[1].read_report() == "Left effusion." and records[1].view_position is None
+    assert records[2].image_path == "/abs/c.dcm" and records[2].read_report() == ""  # empty: the runner records it
+    assert [r.key for r in CSVStudyIndex(tmp_path / "list.csv", splits=["test"])] == ["c"]
+    write_csv(tmp_path / "bad.csv", ["picture", "report"], [["x", "y"]])
+    with pytest.raises(StudyIndexError, match="needs an 'image'"):
+        list(CSVStudyIndex(tmp_path / "bad.csv"))
+    assert isinstance(study_index(tmp_path / "list.csv"), CSVStudyIndex)
+
+
+def test_folder_index(tmp_path):
+    (tmp_path / "site1").mkdir()
+    (tmp_path / "site1" / "x.dcm").write_bytes(b"")
+    (tmp_path / "site1" / "x.txt").write_text("No acute process.")
+    (tmp_path / "y.png").write_bytes(b"")
+    (tmp_path / "notes.md").write_text("ignored")
+    records = list(FolderStudyIndex(tmp_path, split="test"))
+    assert [(r.key, r.split) for r in records] == [("site1_x", "test"), ("y", "test")]
+    assert records[0].read_report() == "No acute process."
+    with pytest.raises(FileNotFoundError, match="y.txt"):
+        records[1].read_report()
+    assert isinstance(study_index(tmp_path), FolderStudyIndex)
