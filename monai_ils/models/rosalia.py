@@ -1,0 +1,412 @@
+"""ROSALIA: a LLaVA-style vision-language model whose ``[SEG]`` token prompts SAM's mask decoder.
+
+Wiring (LISA's): CLIP patch features -> projector -> replace the ``<image>`` placeholder in the
+token embeddings -> causal LM. The last-layer hidden state that predicts each ``[SEG]`` token
+(the position right before it, LISA's convention, which the published weights were trained with)
+goes through ``text_hidden_fcs`` (Linear(h, h), ReLU, Linear(h, 256)) and becomes the sparse
+prompt of SAM's prompt encoder; the dense prompt is SAM's no-mask embedding; the mask decoder
+runs with ``multimask_output=False``; masks are upsampled back to the image.
+
+The vision tower, the projector and SAM's image and prompt encoders are frozen. Their outputs can
+be computed once per image (:meth:`RosaliaModel.encode_images`) and passed back in, which is how
+the frozen-encoder cache and inference avoid recomputing them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn as nn
+
+from monai_ils.models.processing import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from monai_ils.models.sam import SamConfig, build_sam
+
+
+@dataclass
+class RosaliaConfig:
+    """Everything needed to build the model without weights.
+
+    text_config / vision_config: ``LlamaConfig`` / ``CLIPVisionConfig`` dicts (any causal LM that
+    ``AutoModelForCausalLM.from_config`` accepts works for text_config, with its ``model_type``).
+    projector_type: "linear" (LLaVA v1, LISA) or "mlp2x_gelu" (LLaVA 1.5, HF LLaVA).
+    """
+
+    text_config: dict
+    vision_config: dict
+    sam_config: dict = field(default_factory=lambda: SamConfig().to_dict())
+    projector_type: str = "linear"
+    vision_select_layer: int = -2
+    vision_select_feature: str = "patch"
+    seg_token_id: int = -1
+    image_token_index: int = IMAGE_TOKEN_INDEX
+    train_mask_decoder: bool = True
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.text_config["hidden_size"])
+
+    @property
+    def out_dim(self) -> int:
+        return int(self.sam_config.get("prompt_embed_dim", 256))
+
+    def to_dict(self) -> dict:
+        return {"model_type": "rosalia", **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RosaliaConfig:
+        data = {k: v for k, v in data.items() if k != "model_type"}
+        return cls(**data)
+
+
+@dataclass
+class EncodedImages:
+    """Outputs of the frozen encoders for a batch of images (what the cache stores).
+
+    sam_embeddings: [B, C, h, w] SAM image embeddings; vision_features: [B, N, D] vision-tower patch
+    features (before the projector); input_sizes: (h, w) of each image inside SAM's padded input;
+    original_sizes: (H, W) of each original image.
+    """
+
+    sam_embeddings: torch.Tensor
+    vision_features: torch.Tensor
+    input_sizes: list[tuple[int, int]]
+    original_sizes: list[tuple[int, int]]
+
+    def __len__(self) -> int:
+        return int(self.sam_embeddings.shape[0])
+
+    def select(self, index: int) -> EncodedImages:
+        return EncodedImages(
+            self.sam_embeddings[index : index + 1],
+            self.vision_features[index : index + 1],
+            [self.input_sizes[index]],
+            [self.original_sizes[index]],
+        )
+
+
+@dataclass
+class RosaliaOutput:
+    """Forward outputs.
+
+    logits: LM logits over the expanded sequence; lm_loss: shifted CE over supervised tokens (None
+    without labels); mask_logits: one [k_i, H, W] tensor per sample (k_i = number of [SEG] tokens);
+    seg_positions: one LongTensor per sample with the expanded positions of its [SEG] tokens.
+    """
+
+    logits: torch.Tensor
+    lm_loss: torch.Tensor | None
+    mask_logits: list[torch.Tensor]
+    seg_positions: list[torch.Tensor]
+    seg_embeddings: list[torch.Tensor]
+
+
+def build_projector(kind: str, in_dim: int, out_dim: int) -> nn.Module:
+    if kind == "linear":
+        return nn.Linear(in_dim, out_dim)
+    if kind == "mlp2x_gelu":
+        return nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
+    raise ValueError(f"Unknown projector_type {kind!r}; expected 'linear' or 'mlp2x_gelu'.")
+
+
+class RosaliaModel(nn.Module):
+    """Vision tower + projector + causal LM (``language_model``) + SAM (``visual_model``) + ``text_hidden_fcs``."""
+
+    def __init__(self, config: RosaliaConfig, language_model: nn.Module | None = None, vision_tower: nn.Module | None = None):
+        super().__init__()
+        from transformers import AutoConfig, AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModel
+
+        self.config = config
+        if language_model is None:
+            text = dict(config.text_config)
+            text_cfg = AutoConfig.for_model(text.pop("model_type", "llama"), **text)
+            language_model = AutoModelForCausalLM.from_config(text_cfg)
+        self.language_model = language_model
+        self.vision_tower = vision_tower if vision_tower is not None else CLIPVisionModel(CLIPVisionConfig(**config.vision_config))
+        vision_hidden = int(self.vision_tower.config.hidden_size)
+        self.mm_projector = build_projector(config.projector_type, vision_hidden, config.hidden_size)
+        self.visual_model = build_sam(SamConfig.from_any(config.sam_config))
+        h = config.hidden_size
+        self.text_hidden_fcs = nn.ModuleList(
+            [nn.Sequential(nn.Linear(h, h), nn.ReLU(inplace=True), nn.Linear(h, config.out_dim), nn.Dropout(0.0))]
+        )
+        self.freeze_encoders()
+
+    # ---------------------------------------------------------------- parameters
+    def freeze_encoders(self) -> None:
+        """Freeze what LISA/ROSALIA freeze: vision tower, projector, SAM image and prompt encoders."""
+        for module in (self.vision_tower, self.mm_projector, self.visual_model):
+            module.requires_grad_(False)
+        self.visual_model.mask_decoder.requires_grad_(bool(self.config.train_mask_decoder))
+        self.text_hidden_fcs.requires_grad_(True)
+
+    @property
+    def seg_token_id(self) -> int:
+        return int(self.config.seg_token_id)
+
+    @property
+    def sam_img_size(self) -> int:
+        return int(self.visual_model.image_encoder.img_size)
+
+    @property
+    def device(self) -> torch.device:
+        return self.text_hidden_fcs[0][0].weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.text_hidden_fcs[0][0].weight.dtype
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def resize_token_embeddings(self, size: int) -> None:
+        self.language_model.resize_token_embeddings(size)
+        self.config.text_config["vocab_size"] = int(size)
+
+    # ---------------------------------------------------------------- frozen encoders
+    @torch.no_grad()
+    def vision_features(self, clip_pixels: torch.Tensor) -> torch.Tensor:
+        """Patch features of the vision tower at ``vision_select_layer`` (CLS dropped for 'patch')."""
+        tower = self.vision_tower
+        out = tower(clip_pixels.to(device=self.device, dtype=tower.dtype), output_hidden_states=True)
+        features = out.hidden_states[self.config.vision_select_layer]
+        if self.config.vision_select_feature == "patch":
+            features = features[:, 1:]
+        elif self.config.vision_select_feature != "cls_patch":
+            raise ValueError(f"Unknown vision_select_feature {self.config.vision_select_feature!r}.")
+        return features
+
+    @torch.no_grad()
+    def sam_embeddings(self, sam_pixels: torch.Tensor) -> torch.Tensor:
+        """SAM image-encoder embeddings, one image at a time (ViT-H at 1024 px is memory-hungry)."""
+        encoder = self.visual_model.image_encoder
+        dtype = encoder.patch_embed.proj.weight.dtype
+        return torch.cat([encoder(x.unsqueeze(0).to(device=self.device, dtype=dtype)) for x in sam_pixels], 0)
+
+    @torch.no_grad()
+    def encode_images(
+        self, sam_pixels: torch.Tensor, clip_pixels: torch.Tensor, input_sizes: Sequence, original_sizes: Sequence
+    ) -> EncodedImages:
+        """Run both frozen encoders once; pass the result to :meth:`forward`, :meth:`segment` or :meth:`generate`."""
+        return EncodedImages(
+            self.sam_embeddings(sam_pixels),
+            self.vision_features(clip_pixels),
+            [tuple(int(v) for v in s) for s in input_sizes],
+            [tuple(int(v) for v in s) for s in original_sizes],
+        )
+
+    # ---------------------------------------------------------------- sequence assembly
+    def _merge_image_features(self, input_ids, image_embeds, attention_mask=None, labels=None):
+        """Replace the single image placeholder of each row by its projected patch features.
+
+        Returns (inputs_embeds, attention_mask, labels, expanded_ids) for the expanded, right-padded
+        sequences; ``expanded_ids`` holds ``image_token_index`` at image positions and -1 at padding.
+        """
+        embed = self.get_input_embeddings()
+        placeholder = self.config.image_token_index
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids, dtype=torch.bool)
+        rows = []
+        n_image = image_embeds.shape[1]
+        for b in range(input_ids.shape[0]):
+            ids, keep = input_ids[b], attention_mask[b].bool()
+            ids = ids[keep]
+            lab = labels[b][keep] if labels is not None else None
+            where = (ids == placeholder).nonzero().flatten()
+            if len(where) != 1:
+                raise ValueError(f"Row {b}: expected exactly one image placeholder ({placeholder}) in input_ids, found {len(where)}.")
+            t = int(where[0])
+            text_embeds = embed(ids.clamp(min=0))
+            parts = [text_embeds[:t], image_embeds[b].to(text_embeds.dtype), text_embeds[t + 1 :]]
+            new_ids = torch.cat([ids[:t], ids.new_full((n_image,), placeholder), ids[t + 1 :]])
+            new_lab = None
+            if lab is not None:
+                new_lab = torch.cat([lab[:t], lab.new_full((n_image,), IGNORE_INDEX), lab[t + 1 :]])
+            rows.append((torch.cat(parts, 0), new_ids, new_lab))
+        length = max(r[0].shape[0] for r in rows)
+        hidden = rows[0][0].shape[-1]
+        embeds = rows[0][0].new_zeros((len(rows), length, hidden))
+        mask = torch.zeros((len(rows), length), dtype=torch.long, device=input_ids.device)
+        expanded = torch.full((len(rows), length), -1, dtype=torch.long, device=input_ids.device)
+        new_labels = torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long, device=input_ids.device) if labels is not None else None
+        for b, (e, i, lab) in enumerate(rows):
+            n = e.shape[0]
+            embeds[b, :n], mask[b, :n], expanded[b, :n] = e, 1, i
+            if lab is not None:
+                new_labels[b, :n] = lab
+        return embeds, mask, new_labels, expanded
+
+    def seg_hidden_positions(self, expanded_ids: torch.Tensor) -> list[torch.Tensor]:
+        """Positions of the hidden states that prompt SAM: the one right before each [SEG] token."""
+        return [(row == self.seg_token_id).nonzero().flatten() for row in expanded_ids]
+
+    # ---------------------------------------------------------------- SAM decoding
+    def decode_masks(self, seg_embeddings: torch.Tensor, sam_embedding: torch.Tensor) -> torch.Tensor:
+        """Low-resolution mask logits [k, 1, 4h, 4w] for k prompt embeddings on one image [1, C, h, w]."""
+        sam = self.visual_model
+        prompt = sam.prompt_encoder
+        dtype = prompt.no_mask_embed.weight.dtype
+        sparse = seg_embeddings.to(dtype).unsqueeze(1)
+        size = prompt.image_embedding_size
+        dense = prompt.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(sparse.shape[0], -1, size[0], size[1])
+        low_res, _ = sam.mask_decoder(
+            image_embeddings=sam_embedding.to(dtype),
+            image_pe=prompt.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+        )
+        return low_res
+
+    def postprocess(self, low_res: torch.Tensor, input_size, output_size) -> torch.Tensor:
+        """Upsample to SAM's input, crop the padding, resize to ``output_size`` -> [k, H, W] logits."""
+        return self.visual_model.postprocess_masks(low_res.float(), tuple(input_size), tuple(output_size))[:, 0]
+
+    # ---------------------------------------------------------------- forward
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        sam_pixels: torch.Tensor | None = None,
+        clip_pixels: torch.Tensor | None = None,
+        sam_embeddings: torch.Tensor | None = None,
+        vision_features: torch.Tensor | None = None,
+        input_sizes: Sequence | None = None,
+        output_sizes: Sequence | None = None,
+        **unused,
+    ) -> RosaliaOutput:
+        """Teacher-forced pass. Give pixels (``sam_pixels``, ``clip_pixels``) or cached encoder outputs.
+
+        Masks come back at ``output_sizes`` (default: the SAM input size of each image, i.e. the
+        resized image without padding; pass original sizes at inference).
+        """
+        if vision_features is None:
+            if clip_pixels is None:
+                raise ValueError("forward needs clip_pixels or vision_features.")
+            vision_features = self.vision_features(clip_pixels)
+        if sam_embeddings is None:
+            if sam_pixels is None:
+                raise ValueError("forward needs sam_pixels or sam_embeddings.")
+            sam_embeddings = self.sam_embeddings(sam_pixels)
+        device = self.device
+        input_ids = input_ids.to(device)
+        attention_mask = attention_mask.to(device) if attention_mask is not None else None
+        labels = labels.to(device) if labels is not None else None
+        image_embeds = self.mm_projector(vision_features.to(device=device, dtype=self.mm_projector_dtype))
+        embeds, mask, new_labels, expanded = self._merge_image_features(input_ids, image_embeds, attention_mask, labels)
+        out = self.language_model(inputs_embeds=embeds, attention_mask=mask, labels=new_labels, output_hidden_states=True, use_cache=False)
+        last_hidden = out.hidden_states[-1]
+        if input_sizes is None:
+            s = self.sam_img_size
+            input_sizes = [(s, s)] * input_ids.shape[0]
+        output_sizes = output_sizes if output_sizes is not None else input_sizes
+        positions = self.seg_hidden_positions(expanded)
+        masks, seg_embeds = [], []
+        for b, pos in enumerate(positions):
+            prompts = self.text_hidden_fcs[0](last_hidden[b, (pos - 1).clamp(min=0)])
+            seg_embeds.append(prompts)
+            if len(pos) == 0:
+                size = tuple(output_sizes[b])
+                masks.append(last_hidden.new_zeros((0, *size), dtype=torch.float32))
+                continue
+            low_res = self.decode_masks(prompts, sam_embeddings[b : b + 1].to(device))
+            masks.append(self.postprocess(low_res, input_sizes[b], output_sizes[b]))
+        return RosaliaOutput(out.logits, out.loss if labels is not None else None, masks, positions, seg_embeds)
+
+    @property
+    def mm_projector_dtype(self) -> torch.dtype:
+        return next(self.mm_projector.parameters()).dtype
+
+    # ---------------------------------------------------------------- inference
+    @torch.no_grad()
+    def segment(self, encoded: EncodedImages, prompt_ids: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Segmentation-only inference: one teacher-forced pass per prompt that ends with ``[SEG]``.
+
+        ``prompt_ids[i]`` (from ``RosaliaProcessor.encode_prompt(instr, answer_prefix="[SEG]")``) is paired
+        with image i of ``encoded``. Returns [k, H, W] mask logits at the original size per prompt.
+        """
+        if len(prompt_ids) != len(encoded):
+            raise ValueError(f"segment: {len(prompt_ids)} prompts for {len(encoded)} images.")
+        ids, attention = pad_sequences(prompt_ids, pad_value=0)
+        out = self.forward(
+            ids,
+            attention,
+            sam_embeddings=encoded.sam_embeddings,
+            vision_features=encoded.vision_features,
+            input_sizes=encoded.input_sizes,
+            output_sizes=encoded.original_sizes,
+        )
+        return out.mask_logits
+
+    @torch.no_grad()
+    def generate(
+        self, encoded: EncodedImages, prompt_ids: Sequence[torch.Tensor], max_new_tokens: int = 32, eos_token_id: int | None = None
+    ) -> list[dict]:
+        """Greedy decoding with a KV cache, one prompt at a time; masks from the generated [SEG] tokens.
+
+        Returns, per prompt, ``{"output_ids": LongTensor, "mask_logits": [k, H, W]}``; decode the ids
+        with ``RosaliaProcessor.decode``.
+        """
+        if len(prompt_ids) != len(encoded):
+            raise ValueError(f"generate: {len(prompt_ids)} prompts for {len(encoded)} images.")
+        eos = eos_token_id if eos_token_id is not None else getattr(self.language_model.config, "eos_token_id", None)
+        results = []
+        device = self.device
+        for i, ids in enumerate(prompt_ids):
+            one = encoded.select(i)
+            image_embeds = self.mm_projector(one.vision_features.to(device=device, dtype=self.mm_projector_dtype))
+            embeds, mask, _, _ = self._merge_image_features(ids.view(1, -1).to(device), image_embeds)
+            out = self.language_model(inputs_embeds=embeds, attention_mask=mask, use_cache=True, output_hidden_states=True)
+            past, hidden = out.past_key_values, out.hidden_states[-1][:, -1]
+            logits = out.logits[:, -1]
+            generated, seg_hidden = [], []
+            for _ in range(max_new_tokens):
+                token = int(logits.argmax(-1))
+                generated.append(token)
+                if token == self.seg_token_id:
+                    seg_hidden.append(hidden[0])
+                if eos is not None and token == eos:
+                    break
+                mask = torch.cat([mask, mask.new_ones((1, 1))], 1)
+                step = self.get_input_embeddings()(torch.tensor([[token]], device=device))
+                out = self.language_model(
+                    inputs_embeds=step, attention_mask=mask, past_key_values=past, use_cache=True, output_hidden_states=True
+                )
+                past, hidden, logits = out.past_key_values, out.hidden_states[-1][:, -1], out.logits[:, -1]
+            if seg_hidden:
+                prompts = self.text_hidden_fcs[0](torch.stack(seg_hidden))
+                low_res = self.decode_masks(prompts, one.sam_embeddings.to(device))
+                masks = self.postprocess(low_res, one.input_sizes[0], one.original_sizes[0])
+            else:
+                masks = torch.zeros((0, *one.original_sizes[0]), device=device)
+            results.append({"output_ids": torch.tensor(generated, dtype=torch.long), "mask_logits": masks})
+        return results
+
+
+def pad_sequences(sequences: Sequence[torch.Tensor], pad_value: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad 1-D id tensors -> (ids [B, L], attention_mask [B, L])."""
+    length = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), length), pad_value, dtype=torch.long)
+    mask = torch.zeros((len(sequences), length), dtype=torch.long)
+    for i, s in enumerate(sequences):
+        ids[i, : len(s)] = s
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+def mask_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Foreground where the logit is positive (LISA's threshold)."""
+    return logits > 0
+
+
+__all__ = [
+    "EncodedImages",
+    "RosaliaConfig",
+    "RosaliaModel",
+    "RosaliaOutput",
+    "build_projector",
+    "mask_from_logits",
+    "pad_sequences",
+]
