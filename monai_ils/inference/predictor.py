@@ -1,0 +1,302 @@
+"""ROSALIA inference: instruction in, mask (and answer text) out, with each image encoded once.
+
+Two modes:
+
+- ``"segment"``: the answer is teacher-forced to ``[SEG]`` and one forward pass gives the mask
+  (no text; what the paper times at 20 minutes for the 12K-sample test set).
+- ``"generate"``: greedy decoding of the answer; every generated ``[SEG]`` gives a mask (the
+  paper's 1.5 hours). Prompts are decoded as a batch with a shared KV cache.
+
+The frozen encoders (SAM image encoder, vision tower) run once per image; their outputs live in an
+LRU :class:`~monai_ils.inference.cache.EmbeddingCache` keyed by image path (or pixel hash), so the
+several instructions of one image only pay for the language model and SAM's light mask decoder.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from monai_ils.inference.cache import EmbeddingCache, image_key
+from monai_ils.models import EncodedImages, RosaliaModel, RosaliaProcessor, load_rosalia, pad_sequences
+from monai_ils.models.processing import to_rgb_uint8
+from monai_ils.vocab import SEG_TOKEN
+
+logger = logging.getLogger(__name__)
+
+MODES = ("segment", "generate")
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+@dataclass
+class Prediction:
+    """The answer to one instruction.
+
+    mask: bool [H, W] at the image's original size, the union of the masks of every [SEG] token
+    (empty when the answer has none). text: the decoded answer (None in "segment" mode).
+    n_seg: number of [SEG] masks. mask_logits: [n_seg, H, W] float logits when requested.
+    """
+
+    instruction: str
+    mask: np.ndarray
+    text: str | None
+    n_seg: int
+    mode: str
+    mask_logits: torch.Tensor | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def is_empty(self) -> bool:
+        return not bool(self.mask.any())
+
+
+@dataclass
+class _Item:
+    image: object
+    instruction: str
+    key: str
+
+
+def resolve_dtype(dtype) -> torch.dtype | None:
+    """torch dtype from a config string ("bfloat16", "fp16", ...), a dtype or None."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    name = str(dtype).replace("torch.", "").lower()
+    if name not in _DTYPES:
+        raise ValueError(f"Unknown dtype {dtype!r}; expected one of {sorted(_DTYPES)}.")
+    return _DTYPES[name]
+
+
+def resolve_device(device) -> torch.device:
+    """``"auto"`` picks CUDA when available; anything else goes to ``torch.device``."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class RosaliaPredictor:
+    """Answer instructions on chest X-rays with a ROSALIA model.
+
+    Args:
+        model, processor: a loaded model and its processor (see :meth:`from_pretrained`).
+        mode: default mode, "segment" or "generate".
+        batch_size: prompts per forward pass (instructions of one or several images).
+        cache_size: images whose encoder outputs are kept (0 disables the cache).
+        max_new_tokens: answer length limit in "generate" mode.
+        mask_threshold: foreground where the mask logit is above it (LISA: 0).
+        batched_generation: decode all prompts of a batch together (False: one at a time with
+            ``RosaliaModel.generate``, the reference implementation).
+    """
+
+    def __init__(
+        self,
+        model: RosaliaModel,
+        processor: RosaliaProcessor,
+        mode: str = "generate",
+        batch_size: int = 8,
+        cache_size: int = 64,
+        max_new_tokens: int = 32,
+        mask_threshold: float = 0.0,
+        batched_generation: bool = True,
+    ) -> None:
+        self.model = model.eval()
+        self.processor = processor
+        self.mode = self._check_mode(mode)
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        self.batch_size = int(batch_size)
+        self.cache = EmbeddingCache(cache_size)
+        self.max_new_tokens = int(max_new_tokens)
+        self.mask_threshold = float(mask_threshold)
+        self.batched_generation = bool(batched_generation)
+        self.encoded_images = 0  # how many times the frozen encoders ran (one per image when cached)
+
+    # ------------------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, checkpoint, device="auto", dtype=None, load_kwargs: dict | None = None, **predictor_kwargs) -> RosaliaPredictor:
+        """Load a local checkpoint folder in any layout ``load_rosalia`` reads (rosalia, lisa, hf_llava).
+
+        ``load_kwargs`` go to the loader (``vision_tower_path``, ``sam_checkpoint`` ...); ``dtype`` may be
+        a string such as "bfloat16" (default: float32 on CPU, bfloat16 on CUDA).
+        """
+        folder = Path(checkpoint)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"RosaliaPredictor: checkpoint folder {folder} does not exist.")
+        device = resolve_device(device)
+        dtype = resolve_dtype(dtype)
+        if dtype is None and device.type == "cuda":
+            dtype = torch.bfloat16
+        model, processor = load_rosalia(folder, dtype=dtype, device=device, **(load_kwargs or {}))
+        return cls(model, processor, **predictor_kwargs)
+
+    @staticmethod
+    def _check_mode(mode: str) -> str:
+        if mode not in MODES:
+            raise ValueError(f"Unknown inference mode {mode!r}; expected one of {list(MODES)}.")
+        return mode
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    # ------------------------------------------------------------------------------ encoding
+    @torch.no_grad()
+    def encode(self, image, key: str | None = None) -> EncodedImages:
+        """Frozen-encoder outputs of one image (path, PIL image, array or tensor), from the cache when possible."""
+        key = key or image_key(image)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        rgb = to_rgb_uint8(image)
+        sam_pixels, input_size = self.processor.sam_image(rgb)
+        clip_pixels = self.processor.vlm_image(rgb)
+        encoded = self.model.encode_images(sam_pixels[None], clip_pixels[None], [input_size], [rgb.shape[:2]])
+        self.encoded_images += 1
+        self.cache.put(key, encoded)
+        return encoded
+
+    # ------------------------------------------------------------------------------ public API
+    def predict(self, image, instruction: str, mode: str | None = None, return_logits: bool = False) -> Prediction:
+        """Answer one instruction on one image."""
+        return self.predict_many(image, [instruction], mode=mode, return_logits=return_logits)[0]
+
+    def predict_many(self, image, instructions: Sequence[str], mode: str | None = None, return_logits: bool = False) -> list[Prediction]:
+        """Answer several instructions on one image; the image is encoded once."""
+        if isinstance(instructions, str):
+            raise TypeError("predict_many takes a list of instructions; use predict for one.")
+        key = image_key(image)
+        return list(self.predict_requests([(image, text) for text in instructions], mode=mode, return_logits=return_logits, keys=[key] * len(instructions)))
+
+    def predict_requests(
+        self,
+        requests: Iterable[tuple[object, str]],
+        mode: str | None = None,
+        return_logits: bool = False,
+        keys: Sequence[str] | None = None,
+    ) -> Iterator[Prediction]:
+        """Answer ``(image, instruction)`` pairs in order, ``batch_size`` prompts per pass.
+
+        Keep the instructions of one image next to each other: with a small cache, an image that
+        comes back after many others is encoded again.
+        """
+        mode = self._check_mode(mode or self.mode)
+        batch: list[_Item] = []
+        for index, (image, instruction) in enumerate(requests):
+            if not isinstance(instruction, str) or not instruction.strip():
+                raise ValueError(f"Request {index}: the instruction must be a non-empty string, got {instruction!r}.")
+            key = keys[index] if keys is not None else image_key(image)
+            batch.append(_Item(image, instruction, key))
+            if len(batch) == self.batch_size:
+                yield from self._run_batch(batch, mode, return_logits)
+                batch = []
+        if batch:
+            yield from self._run_batch(batch, mode, return_logits)
+
+    # ------------------------------------------------------------------------------ batches
+    @torch.no_grad()
+    def _run_batch(self, items: list[_Item], mode: str, return_logits: bool) -> list[Prediction]:
+        encoded = _concat([self.encode(item.image, item.key) for item in items])
+        if mode == "segment":
+            prompts = [self.processor.encode_prompt(item.instruction, answer_prefix=SEG_TOKEN) for item in items]
+            logits = self.model.segment(encoded, prompts)
+            texts = [None] * len(items)
+        else:
+            prompts = [self.processor.encode_prompt(item.instruction) for item in items]
+            if self.batched_generation:
+                results = self._generate_batch(encoded, prompts)
+            else:
+                results = self.model.generate(encoded, prompts, max_new_tokens=self.max_new_tokens, eos_token_id=self.processor.tokenizer.eos_token_id)
+            logits = [r["mask_logits"] for r in results]
+            texts = [self.processor.decode(r["output_ids"]) for r in results]
+        predictions = []
+        for item, mask_logits, text, size in zip(items, logits, texts, encoded.original_sizes):
+            mask_logits = mask_logits.float()
+            if mask_logits.shape[0]:
+                mask = (mask_logits > self.mask_threshold).any(0).cpu().numpy()
+            else:
+                mask = np.zeros(size, dtype=bool)
+            predictions.append(
+                Prediction(item.instruction, mask, text, int(mask_logits.shape[0]), mode, mask_logits.cpu() if return_logits else None)
+            )
+        return predictions
+
+    @torch.no_grad()
+    def _generate_batch(self, encoded: EncodedImages, prompt_ids: Sequence[torch.Tensor]) -> list[dict]:
+        """Greedy decoding of a batch of prompts with one KV cache; same outputs as ``RosaliaModel.generate``.
+
+        The prompts are right-padded; every row keeps its own position ids, and padding is masked out
+        of attention, so a row sees exactly what it would see alone.
+        """
+        model = self.model
+        lm = model.language_model
+        device = model.device
+        eos = self.processor.tokenizer.eos_token_id
+        image_embeds = model.mm_projector(encoded.vision_features.to(device=device, dtype=model.mm_projector_dtype))
+        ids, attention = pad_sequences(prompt_ids, pad_value=0)
+        # TODO(model branch): a public RosaliaModel.merge_image_features would avoid this private call.
+        embeds, mask, _, _ = model._merge_image_features(ids.to(device), image_embeds, attention.to(device))
+        rows = torch.arange(len(prompt_ids), device=device)
+        lengths = mask.sum(1)
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True, output_hidden_states=True)
+        past = out.past_key_values
+        hidden = out.hidden_states[-1][rows, lengths - 1]
+        logits = out.logits[rows, lengths - 1]
+        next_position = lengths.clone()
+        generated: list[list[int]] = [[] for _ in prompt_ids]
+        seg_hidden: list[list[torch.Tensor]] = [[] for _ in prompt_ids]
+        finished = [False] * len(prompt_ids)
+        embed = model.get_input_embeddings()
+        for _ in range(self.max_new_tokens):
+            tokens = logits.argmax(-1)
+            for b, token in enumerate(tokens.tolist()):
+                if finished[b]:
+                    continue
+                generated[b].append(token)
+                if token == model.seg_token_id:
+                    seg_hidden[b].append(hidden[b])
+                if eos is not None and token == eos:
+                    finished[b] = True
+            if all(finished):
+                break
+            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], 1)
+            out = lm(
+                inputs_embeds=embed(tokens.view(-1, 1)),
+                attention_mask=mask,
+                position_ids=next_position.view(-1, 1),
+                past_key_values=past,
+                use_cache=True,
+                output_hidden_states=True,
+            )
+            next_position = next_position + 1
+            past, hidden, logits = out.past_key_values, out.hidden_states[-1][:, -1], out.logits[:, -1]
+        results = []
+        for b in range(len(prompt_ids)):
+            if seg_hidden[b]:
+                prompts = model.text_hidden_fcs[0](torch.stack(seg_hidden[b]))
+                low_res = model.decode_masks(prompts, encoded.sam_embeddings[b : b + 1].to(device))
+                masks = model.postprocess(low_res, encoded.input_sizes[b], encoded.original_sizes[b])
+            else:
+                masks = torch.zeros((0, *encoded.original_sizes[b]), device=device)
+            results.append({"output_ids": torch.tensor(generated[b], dtype=torch.long), "mask_logits": masks})
+        return results
+
+    def cache_stats(self) -> dict:
+        return {**self.cache.stats(), "encoded_images": self.encoded_images}
+
+
+def _concat(parts: list[EncodedImages]) -> EncodedImages:
+    if len(parts) == 1:
+        return parts[0]
+    return EncodedImages(
+        torch.cat([p.sam_embeddings for p in parts], 0),
+        torch.cat([p.vision_features for p in parts], 0),
+        [s for p in parts for s in p.input_sizes],
+        [s for p in parts for s in p.original_sizes],
+    )
