@@ -69,7 +69,8 @@ class GroundingPipeline:
     """``StudyRecord -> StudyGrounding`` with configurable structurer and cue backends.
 
     Args:
-        structurer: ``(section_text, section_name) -> StructuredReport``; default the rule-based structurer.
+        structurer: an object with ``structure(section_text, section_name) -> StructuredReport`` (the rule-based
+            or an LLM structurer of ``monai_ils.report``); default the shared rule-based one.
         anatomy, counterfactual, boxes: cue backend names (``"classical"``, ``"cxas"``, ``"radedit"``, ``"yolo"``,
             precomputed ...) or backend objects, with ``*_kwargs`` for their constructors (weights paths).
         thresholds: Table 7 overrides (a ``ThresholdTable``, or a mapping for ``ThresholdTable.from_dict``).
@@ -108,9 +109,11 @@ class GroundingPipeline:
         )
 
         if structurer is None:
-            from monai_ils.report.rules import RuleBasedStructurer
+            from monai_ils.report import default_structurer
 
-            structurer = RuleBasedStructurer()
+            structurer = default_structurer()
+        if not hasattr(structurer, "structure"):
+            raise TypeError(f"structurer must have structure(section_text, section_name), got {type(structurer).__name__}.")
         self.structurer = structurer
         self.loader = LoadCXR(frontal_check="flag")
         self.anatomy = AnatomyMasks(anatomy, **dict(anatomy_kwargs or {}))
@@ -148,13 +151,13 @@ class GroundingPipeline:
     # ------------------------------------------------------------------------------------------
     def structure(self, record: StudyRecord):
         """Report -> StructuredReport; a study without a usable section is skipped (Appendix A.1)."""
-        from monai_ils.report.sections import select_section
+        from monai_ils.report import structure_report
 
         text = _stage("report", record.read_report)
-        name, section, reason = select_section(text)
-        if name is None:
-            raise SkipStudy(f"report: {reason} ({record.report_path or 'inline text'})")
-        return _stage("structure", self.structurer, section, name)
+        report = _stage("structure", structure_report, text, self.structurer)
+        if report.skipped_reason is not None:
+            raise SkipStudy(f"report: {report.skipped_reason} ({record.report_path or 'inline text'})")
+        return report
 
     def load(self, record: StudyRecord):
         image = _stage("load", self.loader, record.image_path, record.view_position, record.study_id, record.dicom_id)
@@ -185,8 +188,11 @@ class GroundingPipeline:
         cues = self.cues(work)
         anatomy = cues["anatomy"]
         shape = tuple(image.shape[-2:])
-        positives = [f for f in report.findings if f.presence == "positive"]
-        occupied = list(dict.fromkeys(label for f in positives for label in self._lung_labels(f.locations)))
+        reported_of = [self._reported(f, f.predicted_lesion_type or f.lesion_type) for f in report.findings]
+        # every positive finding, of any kind, occupies its reported lung regions (Appendix A.6)
+        occupied = list(dict.fromkeys(
+            label for f, labels in zip(report.findings, reported_of) if f.presence == "positive" for label in self._lung_labels(labels)
+        ))
         empty = _stage("verification", self.verify, np.zeros(tuple(work.shape[-2:]), bool), anatomy, [], (), occupied).empty
         ctr = self._ctr(anatomy)
         qc_reasons = self._cross_check(work, anatomy)
@@ -200,9 +206,8 @@ class GroundingPipeline:
             "box_scores": cues["boxes"].scores,
             "all_reported_locations": occupied,
         }
-        for finding in report.findings:
+        for finding, reported in zip(report.findings, reported_of):
             lesion = finding.predicted_lesion_type or finding.lesion_type
-            reported = self._reported(finding, lesion)
             grounded, mask = [], None
             if finding.presence == "positive" and lesion in LUNG_LESIONS and reported:
                 out = _stage("grounding", self.chain, {**base, "lesion_type": lesion, "reported_locations": reported})
@@ -268,6 +273,7 @@ class GroundingPipeline:
         if self.cross_check is None:
             return []
         other = _stage("cues", self.cross_check_anatomy, work)
-        verdict = _stage("qc", self.cross_check, anatomy, other)
-        passed = verdict if isinstance(verdict, bool) else bool(getattr(verdict, "passed", verdict))
-        return [] if passed else ["anatomy cross-check: the two anatomy sources disagree"]
+        verdict = _stage("qc", self.cross_check, anatomy, other, tuple(work.shape[-2:]))
+        if verdict["passed"]:
+            return []
+        return [f"anatomy cross-check: the two anatomy sources disagree on {', '.join(verdict['failed'])}"]

@@ -8,8 +8,8 @@ import signal
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from gen_fixtures import toy_grounder  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.generation.gen_fixtures import toy_grounder  # noqa: E402
 
 from monai_ils.data.mimic_cxr import CSVStudyIndex  # noqa: E402
 from monai_ils.generation.pairs import PairGenerator  # noqa: E402

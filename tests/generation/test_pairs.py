@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from gen_fixtures import box
+from tests.generation.gen_fixtures import box
 
 from monai_ils.data.templates import parse_answer, parse_instruction
 from monai_ils.generation import GroundedFinding, PairGenerator, StudyGrounding, generate_pairs, instruction_locations

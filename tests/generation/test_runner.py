@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from gen_fixtures import REPORTS, toy_grounder, write_study_csv
+from tests.generation.gen_fixtures import REPORTS, toy_grounder, write_study_csv
 
 from monai_ils.data.ils_format import iter_ils_jsonl, load_mask_png, read_ils_json
 from monai_ils.data.mimic_cxr import CSVStudyIndex
