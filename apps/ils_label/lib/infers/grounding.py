@@ -80,6 +80,8 @@ class GroundingInfer(CXRInferTask):
         except StageError as err:
             if err.stage == "load":
                 raise BadRequest(f"Image {Path(path).name} could not be loaded: {err}") from err
+            if err.stage in ("report", "structure", "cues"):  # the inputs do not fit the configured backends
+                raise Unprocessable(f"Grounding failed at stage '{err.stage}': {err}") from err
             raise RequestError(f"Grounding failed at stage '{err.stage}': {err}", 500) from err
 
         masks, findings = {}, []
