@@ -77,6 +77,17 @@ class MyApp(MONAILabelApp):
             read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
         )
 
+    def _init_dicomweb_datastore(self) -> Datastore:
+        """MONAI Label's DICOMweb datastore, handing tasks the cached series folder rather than a NIfTI.
+
+        Its NIfTI conversion drops the DICOM header LoadCXR reads (photometric interpretation, bits
+        stored, view position), so it is off unless ``--conf dicomweb_convert_to_nifti true``.
+        """
+        datastore = super()._init_dicomweb_datastore()
+        if hasattr(datastore, "_convert_to_nifti"):
+            datastore._convert_to_nifti = conf_bool(self.conf, "dicomweb_convert_to_nifti", False)
+        return datastore
+
     def _download_dcmqi_tools(self):
         """dcmqi (DICOM SEG export) is fetched from GitHub by MONAI Label; offline hosts start without it."""
         if not conf_bool(self.conf, "dcmqi_download", True):
