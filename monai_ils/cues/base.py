@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from monai_ils import vocab
+from monai_ils.transforms.utils import as_mask  # noqa: F401  (re-exported for the backends)
 
 CUE_KINDS: tuple[str, ...] = ("anatomy", "counterfactual", "boxes")
 
@@ -87,23 +88,13 @@ def max_intensity_of(image: Any, max_intensity: float | None = None) -> float:
     return value
 
 
-def as_mask(mask: Any, shape: tuple[int, int], name: str) -> np.ndarray:
-    """A bool ``[H, W]`` array from a ``[1, H, W]``/``[H, W]`` mask; checks the shape."""
-    array = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
-    if array.ndim == 3 and array.shape[0] == 1:
-        array = array[0]
-    if array.shape != tuple(shape):
-        raise ValueError(f"mask {name!r} has shape {array.shape}, expected {tuple(shape)} (the image's rows, columns).")
-    return array.astype(bool)
-
-
 def union_mask(anatomy: Mapping[str, Any], labels: Sequence[str], shape: tuple[int, int]) -> np.ndarray:
     """Union of the named masks (bool ``[H, W]``); a label missing from ``anatomy`` is an error."""
     out = np.zeros(shape, dtype=bool)
     for label in labels:
         if label not in anatomy:
             raise KeyError(f"anatomy has no mask {label!r}; it has {sorted(anatomy)}.")
-        out |= as_mask(anatomy[label], shape, label)
+        out |= as_mask(anatomy[label], label, shape)
     return out
 
 

@@ -92,6 +92,15 @@ def lung_zones(lung: np.ndarray, side: str, fractions: tuple[float, float, float
     return out
 
 
+def geodesic_grow(seed: np.ndarray, within: np.ndarray, steps: int) -> np.ndarray:
+    """Grow ``seed`` by ``steps`` 4-connected dilations, never leaving ``within``."""
+    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    grown, allowed = seed.astype(np.uint8), within.astype(np.uint8)
+    for _ in range(steps):
+        grown = cv2.dilate(grown, cross) & allowed
+    return grown.astype(bool)
+
+
 def lateral_lower_half(lung: np.ndarray, side: str) -> np.ndarray:
     """Pixels in the lower half of ``lung`` that lie lateral to its medial border (carried downwards).
 
@@ -156,11 +165,11 @@ def segment_lungs(norm: np.ndarray, loose_margin: float = 0.6, grow_fraction: fl
                 lung |= labels == region.label
         # Grow back into the lung's own dark pixels, then (a bounded distance) into the brighter lung
         # bases and opacities: those stay well below the abdomen and chest wall in intensity.
-        for _ in range(neck + 1):
-            lung = ndi.binary_dilation(lung) & dark & ~edge
-        allowed = lateral_lower_half(lung, side)
-        for _ in range(grow_steps):
-            lung = ndi.binary_dilation(lung) & (dark | (loose & allowed)) & ~edge
+        # The apex is already in the core: growing far above it would climb into the neck.
+        below_apex = np.zeros_like(lung)
+        below_apex[max(0, np.flatnonzero(lung.any(1))[0] - neck) :] = True
+        lung = geodesic_grow(lung, dark & ~edge & below_apex, neck + 1)
+        lung = geodesic_grow(lung, (dark | (loose & lateral_lower_half(lung, side))) & ~edge & below_apex, grow_steps)
         pad = radius + 1
         lung = np.pad(lung, pad)
         lung = ndi.binary_closing(lung, morphology.disk(radius))[pad:-pad, pad:-pad]
@@ -255,8 +264,9 @@ class ClassicalAnatomy(AnatomyBackend):
     def __call__(self, image: Any) -> dict[str, np.ndarray]:
         shape = to_numpy_image(image).shape
         masks, _ = self.small_masks(image)
-        full = {name: grow(mask, shape) for name, mask in masks.items()}
-        # Zones are recomputed at full size so that they partition the lungs exactly.
+        full = {name: grow(masks[name], shape) for name in (vocab.RIGHT_LUNG, vocab.LEFT_LUNG, vocab.HEART)}
+        full["lung"] = full[vocab.RIGHT_LUNG] | full[vocab.LEFT_LUNG]
+        # Zones are cut at full size so that they partition the lungs exactly.
         for side in (vocab.RIGHT_LUNG, vocab.LEFT_LUNG):
             full.update(lung_zones(full[side], side))
         return finish_masks(full)

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import cv2
 import numpy as np
 from skimage import measure
 
 from monai_ils import vocab
-from monai_ils.cues.base import BoxBackend, Boxes, max_intensity_of, register_backend, to_numpy_image
+from monai_ils.cues.base import BoxBackend, Boxes, max_intensity_of, register_backend, to_numpy_image, union_mask
 from monai_ils.cues.classical_anatomy import shrink
 from monai_ils.cues.classical_counterfactual import ClassicalCounterfactual
 
@@ -49,8 +48,6 @@ class ClassicalBoxes(BoxBackend):
         if counterfactual is None:
             region = None
             if anatomy is not None:
-                from monai_ils.cues.base import union_mask
-
                 region = union_mask(anatomy, (vocab.RIGHT_LUNG, vocab.LEFT_LUNG), array.shape)
             counterfactual = self._counterfactual(array, region, i_max)
         x_hat = to_numpy_image(counterfactual, "counterfactual")

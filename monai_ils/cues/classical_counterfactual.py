@@ -27,8 +27,14 @@ from scipy import ndimage as ndi
 from skimage import morphology
 
 from monai_ils import vocab
-from monai_ils.cues.base import CounterfactualBackend, as_mask, register_backend, to_numpy_image
+from monai_ils.cues.base import CounterfactualBackend, as_mask, max_intensity_of, register_backend, to_numpy_image
 from monai_ils.cues.classical_anatomy import ClassicalAnatomy, grow, shrink
+
+
+def grey_open(image: np.ndarray, radius: int) -> np.ndarray:
+    """Grey-level opening with a disk (OpenCV: several times faster than scipy for large disks)."""
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    return cv2.morphologyEx(image.astype(np.float32), cv2.MORPH_OPEN, disk, borderType=cv2.BORDER_REPLICATE)
 
 
 def shrink_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -45,18 +51,26 @@ class ClassicalCounterfactual(CounterfactualBackend):
         small_radius: opening radius (working pixels) that removes ribs and vessels.
         large_radius: opening radius (working pixels) that removes the opacities too.
         margin: erosion (working pixels) of the region before the residual is taken.
+        contrast_reference: None (default) keeps the residual in the image's own units. A fraction of I_max
+            (0.36 for the DICOM this was tuned on) rescales the residual as if the lungs' 1-99 % intensity
+            range spanned that fraction, so windowed or equalised 8-bit images (MIMIC-CXR-JPG) flag
+            the same opacities under the same tau_ano.
     """
 
-    def __init__(self, work_size: int = 256, small_radius: int = 6, large_radius: int = 20, margin: int = 3):
+    def __init__(self, work_size: int = 256, small_radius: int = 6, large_radius: int = 20, margin: int = 3,
+                 contrast_reference: float | None = None):
         if not 0 < small_radius < large_radius:
             raise ValueError(f"need 0 < small_radius < large_radius, got {small_radius} and {large_radius}.")
+        if contrast_reference is not None and not 0 < contrast_reference <= 1:
+            raise ValueError(f"contrast_reference is a fraction of I_max in (0, 1], got {contrast_reference!r}.")
+        self.contrast_reference = contrast_reference
         self.work_size, self.small_radius, self.large_radius, self.margin = int(work_size), int(small_radius), int(large_radius), int(margin)
         self._anatomy = ClassicalAnatomy(work_size=work_size)
 
     def residual_small(self, small: np.ndarray, region: np.ndarray) -> np.ndarray:
         """Excess density of focal opacities on the working grid (0 outside ``region``)."""
-        blobs = ndi.grey_opening(small, footprint=morphology.disk(self.small_radius))
-        background = ndi.gaussian_filter(ndi.grey_opening(small, footprint=morphology.disk(self.large_radius)), self.large_radius / 2)
+        blobs = grey_open(small, self.small_radius)
+        background = ndi.gaussian_filter(grey_open(small, self.large_radius), self.large_radius / 2)
         inner = ndi.binary_erosion(region, morphology.disk(self.margin)) if self.margin else region
         return np.clip(blobs - background, 0, None) * inner
 
@@ -67,11 +81,15 @@ class ClassicalCounterfactual(CounterfactualBackend):
             masks, _ = self._anatomy.small_masks(array)
             region_small = masks["lung"]
         else:
-            region_small = shrink_mask(as_mask(region, array.shape, "edit region"), small.shape)
+            region_small = shrink_mask(as_mask(region, "edit region", array.shape), small.shape)
         residual = self.residual_small(small, region_small)
+        if self.contrast_reference is not None and region_small.any():
+            lo, hi = np.percentile(small[region_small], [1, 99])
+            target = self.contrast_reference * max_intensity_of(image, max_intensity)
+            residual *= target / max(float(hi - lo), 1e-6)
         full = cv2.resize(residual, (array.shape[1], array.shape[0]), interpolation=cv2.INTER_LINEAR)
         if region is not None:
-            full *= as_mask(region, array.shape, "edit region")
+            full *= as_mask(region, "edit region", array.shape)
         else:
             full *= grow(region_small, array.shape)
         return (array - full)[None].astype(np.float32)

@@ -159,15 +159,22 @@ class PNGFolderAnatomy(AnatomyBackend):
 class CheXmaskAnatomy(AnatomyBackend):
     """Right lung, left lung and heart from a CheXmask table. ``path`` is config key ``chexmask_csv``.
 
-    The table is scanned once and only the rows' RLE strings are kept; zones are derived from the
-    lungs with the classical zone rule (CheXmask has no zones).
+    The table is scanned once and only the rows' RLE strings are kept (only those of ``image_ids`` when
+    given: a full MIMIC table holds gigabytes of RLE); zones are derived from the lungs with the
+    classical zone rule (CheXmask has no zones). Use the ``OriginalResolution`` tables: the
+    ``Preprocessed`` ones describe the padded 1024x1024 square, not the image.
     """
 
     labels = (vocab.RIGHT_LUNG, vocab.LEFT_LUNG, vocab.HEART)
 
-    def __init__(self, path: str | Path, id_column: str | None = None, with_zones: bool = True):
-        self.rows = {image_id: {k: row[k] for k in ("Right Lung", "Left Lung", "Heart", "Height", "Width")}
-                     for image_id, row in chexmask.iter_chexmask_rows(path, id_column)}
+    def __init__(self, path: str | Path, id_column: str | None = None, with_zones: bool = True, image_ids=None):
+        from tqdm import tqdm
+
+        wanted = None if image_ids is None else {str(i) for i in image_ids}
+        self.rows = {}
+        for image_id, row in tqdm(chexmask.iter_chexmask_rows(path, id_column), desc=f"indexing {Path(path).name}", unit=" rows", mininterval=5):
+            if wanted is None or image_id in wanted:
+                self.rows[image_id] = {k: row[k] for k in ("Right Lung", "Left Lung", "Heart", "Height", "Width")}
         self.with_zones = with_zones
 
     def __call__(self, image: Any) -> dict[str, np.ndarray]:

@@ -22,7 +22,6 @@ from the input, so ``x - x_hat`` is exactly zero outside the lungs and heart.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -137,7 +136,7 @@ class RadEditCounterfactual(CounterfactualBackend):
         i_max = max_intensity_of(image, max_intensity)
         if region is None:
             raise ValueError("RadEdit needs an edit region (lungs and heart); run an anatomy backend first.")
-        keep_edit = as_mask(region, array.shape, "edit region")
+        keep_edit = as_mask(region, "edit region", array.shape)
         h, w = array.shape
         x = torch.as_tensor(np.clip(array / i_max, 0, 1), dtype=torch.float32)[None, None]
         x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True) * 2 - 1

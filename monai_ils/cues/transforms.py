@@ -31,9 +31,10 @@ from monai_ils.cues.base import (
     to_numpy_image,
     union_mask,
 )
+from monai_ils.transforms.keys import GroundingKeys as K
 
-CUE_ERRORS_KEY = "cue_errors"
-ANATOMY_QC_KEY = "anatomy_qc"
+CUE_ERRORS_KEY = K.CUE_ERRORS
+ANATOMY_QC_KEY = K.ANATOMY_QC
 ON_ERROR = ("record", "raise")
 
 
@@ -108,7 +109,7 @@ def extents(anatomy: Mapping[str, Any], shape: tuple[int, int]) -> dict[str, flo
     ):
         if label not in anatomy:
             raise KeyError(f"anatomy has no mask {label!r}; it has {sorted(anatomy)}.")
-        mask = as_mask(anatomy[label], shape, label)
+        mask = as_mask(anatomy[label], label, shape)
         hits = np.flatnonzero(mask.any(axis))
         out[key] = float("nan") if len(hits) == 0 else float(hits.min() if pick == "min" else hits.max())
     return out
@@ -174,7 +175,7 @@ class AnatomyMasksd(_CueMapTransform):
 
     cue = "anatomy"
 
-    def __init__(self, keys: KeysCollection = "image", backend: str | AnatomyBackend = "classical", anatomy_key: str = "anatomy",
+    def __init__(self, keys: KeysCollection = K.IMAGE, backend: str | AnatomyBackend = "classical", anatomy_key: str = K.ANATOMY,
                  on_error: str = "record", allow_missing_keys: bool = False, **backend_kwargs: Any):
         super().__init__(keys, on_error, allow_missing_keys)
         self.transform = AnatomyMasks(backend, **backend_kwargs)
@@ -200,8 +201,8 @@ class Counterfactuald(_CueMapTransform):
 
     cue = "counterfactual"
 
-    def __init__(self, keys: KeysCollection = "image", backend: str | CounterfactualBackend = "classical", counterfactual_key: str = "counterfactual",
-                 anatomy_key: str = "anatomy", region_labels: Sequence[str] | None = None, on_error: str = "record",
+    def __init__(self, keys: KeysCollection = K.IMAGE, backend: str | CounterfactualBackend = "classical", counterfactual_key: str = K.COUNTERFACTUAL,
+                 anatomy_key: str = K.ANATOMY, region_labels: Sequence[str] | None = None, on_error: str = "record",
                  allow_missing_keys: bool = False, **backend_kwargs: Any):
         super().__init__(keys, on_error, allow_missing_keys)
         self.transform = Counterfactual(backend, region_labels, **backend_kwargs)
@@ -220,9 +221,9 @@ class DetectLesionBoxesd(_CueMapTransform):
 
     cue = "boxes"
 
-    def __init__(self, keys: KeysCollection = "image", backend: str | BoxBackend = "classical", boxes_key: str = "boxes",
-                 scores_key: str = "box_scores", classes_key: str = "box_classes", counterfactual_key: str = "counterfactual",
-                 anatomy_key: str = "anatomy", on_error: str = "record", allow_missing_keys: bool = False, **backend_kwargs: Any):
+    def __init__(self, keys: KeysCollection = K.IMAGE, backend: str | BoxBackend = "classical", boxes_key: str = K.BOXES,
+                 scores_key: str = K.BOX_SCORES, classes_key: str = K.BOX_CLASSES, counterfactual_key: str = K.COUNTERFACTUAL,
+                 anatomy_key: str = K.ANATOMY, on_error: str = "record", allow_missing_keys: bool = False, **backend_kwargs: Any):
         super().__init__(keys, on_error, allow_missing_keys)
         self.transform = DetectLesionBoxes(backend, **backend_kwargs)
         self.boxes_key, self.scores_key, self.classes_key = boxes_key, scores_key, classes_key
@@ -254,8 +255,8 @@ class CrossCheckAnatomyd(MapTransform):
     flagged (``data[qc_key]["passed"] is False``) and the runner decides what to skip.
     """
 
-    def __init__(self, keys: KeysCollection = ("anatomy", "anatomy_reference"), tolerance: float = 0.05, qc_key: str = ANATOMY_QC_KEY,
-                 image_key: str = "image", allow_missing_keys: bool = False):
+    def __init__(self, keys: KeysCollection = (K.ANATOMY, K.ANATOMY_REFERENCE), tolerance: float = 0.05, qc_key: str = ANATOMY_QC_KEY,
+                 image_key: str = K.IMAGE, allow_missing_keys: bool = False):
         super().__init__(keys, allow_missing_keys)
         if len(self.keys) != 2:
             raise ValueError(f"CrossCheckAnatomyd compares exactly two anatomy keys, got {self.keys}.")

@@ -31,7 +31,11 @@ WEIGHTS_HELP = "an ultralytics YOLO detection checkpoint (.pt) trained on the 14
 
 
 def prepare_offline_ultralytics(config_dir: str | os.PathLike | None = None) -> Path:
-    """Make ultralytics work without a network; returns the folder that holds its settings and font."""
+    """Make ultralytics work without a network; returns the folder that holds its settings and font.
+
+    ultralytics reads ``YOLO_CONFIG_DIR`` once, when first imported: ``config_dir`` only takes effect
+    before that, afterwards the font is placed in the folder ultralytics already uses.
+    """
     os.environ["YOLO_OFFLINE"] = "1"
     os.environ.setdefault("YOLO_VERBOSE", "False")
     if config_dir is not None:

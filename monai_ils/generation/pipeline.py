@@ -172,13 +172,15 @@ class GroundingPipeline:
         return image, work
 
     def cues(self, work) -> dict:
-        anatomy = _stage("cues", self.anatomy, work)
-        anatomy = dict(anatomy)
+        """Anatomy (bool masks, lobes approximated from zones when the backend has none), the counterfactual,
+        and the boxes (the box backend may reuse the counterfactual and anatomy instead of recomputing them)."""
+        masks = _stage("cues", self.anatomy, work)
+        anatomy = {label: _mask2d(mask)[None] for label, mask in masks.items()}  # bool: checked once, not per transform
         for lobe, zones in LOBE_ZONE_APPROXIMATION.items():
             if lobe not in anatomy and all(z in anatomy for z in zones):
-                anatomy[lobe] = np.logical_or.reduce([_mask2d(anatomy[z]) for z in zones])[None].astype(np.uint8)
+                anatomy[lobe] = np.logical_or.reduce([anatomy[z] for z in zones])
         counterfactual = _stage("cues", self.counterfactual, work, anatomy)
-        boxes = _stage("cues", self.boxes, work)
+        boxes = _stage("cues", self.boxes, work, None, counterfactual=counterfactual, anatomy=anatomy)
         return {"anatomy": anatomy, "counterfactual": counterfactual, "boxes": boxes}
 
     # ------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from monai_ils.data.mimic_cxr import StudyRecord
 from monai_ils.generation.findings import StudyGrounding
-from monai_ils.generation.overlay import overlay_mask
+from monai_ils.generation.overlay import overlay_mask, to_display
 from monai_ils.generation.pairs import PairGenerator
 from monai_ils.generation.qc import StudyQC
 from monai_ils.generation.runner import SkipStudy, StageError, StudyResult
@@ -29,15 +29,19 @@ class PairsProcessor:
         qc: view filter and verdict; default ``StudyQC()`` (PA/AP only; records without a view pass only
             with ``StudyQC(require_view=False)``).
         overlays: draw one overlay PNG per positive mask when the grounding carries the image.
+        export_images: write an 8-bit PNG of each image into the dataset and point its pairs at it (what
+            ROSALIA's training code reads; it cannot read DICOM). Needs the grounding to carry the image.
     """
 
-    def __init__(self, grounder: Grounder, generator: PairGenerator | None = None, qc: StudyQC | None = None, overlays: bool = True):
+    def __init__(self, grounder: Grounder, generator: PairGenerator | None = None, qc: StudyQC | None = None, overlays: bool = True,
+                 export_images: bool = False):
         if not callable(grounder):
             raise TypeError(f"grounder must be callable (record -> StudyGrounding), got {type(grounder).__name__}.")
         self.grounder = grounder
         self.generator = generator or PairGenerator()
         self.qc = qc or StudyQC()
         self.overlays = bool(overlays)
+        self.export_images = bool(export_images)
 
     def __call__(self, record: StudyRecord) -> StudyResult:
         verdict = self.qc.check_view(record.view_position)
@@ -66,4 +70,9 @@ class PairsProcessor:
             "grounded": sum(1 for f in grounding.findings if f.is_grounded),
             "ctr": None if grounding.ctr is None else round(float(grounding.ctr), 4),
         }
-        return StudyResult(samples=pairs.samples, masks=pairs.masks, overlays=overlays, info=info)
+        image = None
+        if self.export_images:
+            if grounding.image is None:
+                raise StageError("pairs", "export_images needs the grounding to carry the image (keep_image=True).")
+            image = to_display(grounding.image)
+        return StudyResult(samples=pairs.samples, masks=pairs.masks, overlays=overlays, info=info, image=image)

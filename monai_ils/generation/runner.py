@@ -15,6 +15,7 @@ Output folder::
     shards/shard-00001.jsonl.part the shard being written
     masks/<study>/<lesion>_<n>.png
     overlays/<study>/...png       when the processor draws them
+    images/<study>.png            8-bit copies of the images, when the processor exports them
     dataset.json  pairs.jsonl  errors.jsonl  statistics.{csv,md,png}  summary.json   (after merge)
 """
 
@@ -59,6 +60,8 @@ class StudyResult:
 
     masks: mask path relative to the masks folder (``<study>/<name>.png``) -> bool array; positive samples'
         ``seg_mask_path`` use these keys. overlays: path relative to the overlays folder -> RGB uint8 array.
+    image: an 8-bit [H, W] copy of the image to write as ``images/<study>.png`` and point the samples at
+        (for training code that reads PNGs, like ROSALIA's); None keeps the original image path.
     info: small JSON-able facts worth keeping in the shard line (number of findings, CTR, ...).
     """
 
@@ -66,6 +69,7 @@ class StudyResult:
     masks: dict[str, np.ndarray] = field(default_factory=dict)
     overlays: dict[str, np.ndarray] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    image: np.ndarray | None = None
 
     @classmethod
     def from_pairs(cls, pairs: GeneratedPairs, **kwargs) -> StudyResult:
@@ -160,6 +164,10 @@ class GenerationRunner:
         return self.output_dir / "masks"
 
     @property
+    def image_dir(self) -> Path:
+        return self.output_dir / "images"
+
+    @property
     def overlay_dir(self) -> Path:
         return self.output_dir / "overlays"
 
@@ -245,7 +253,15 @@ class GenerationRunner:
             if self.write_overlays:
                 for relative, rgb in result.overlays.items():
                     _save_rgb(rgb, self.overlay_dir / relative)
+            exported = None
+            if result.image is not None:
+                from monai_ils.generation.pairs import mask_folder_name
+
+                exported = self.image_dir / f"{mask_folder_name(record.key)}.png"
+                _save_rgb(result.image, exported)
             for sample in result.samples:
+                if exported is not None:
+                    sample.image_path = str(exported)
                 if sample.positive:
                     if sample.seg_mask_path not in result.masks:
                         raise StageError("pairs", f"positive pair {sample.instruction!r} refers to mask {sample.seg_mask_path!r} that the processor did not return.")
@@ -491,7 +507,7 @@ def _clear_run(folder: Path) -> None:
     """Remove what a previous run wrote (only our own files and folders)."""
     import shutil
 
-    for name in ("shards", "masks", "overlays"):
+    for name in ("shards", "masks", "overlays", "images"):
         shutil.rmtree(folder / name, ignore_errors=True)
     for name in ("manifest.json", "dataset.json", "pairs.jsonl", "errors.jsonl", "summary.json", "statistics.csv", "statistics.md", "statistics.png"):
         (folder / name).unlink(missing_ok=True)

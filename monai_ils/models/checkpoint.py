@@ -221,7 +221,7 @@ def save_lisa_checkpoint(
     else:
         lisa["vision_config"] = model.vision_tower.config.to_dict()
     (folder / "config.json").write_text(json.dumps(lisa, indent=1))
-    lisa_state = {to_lisa_key(k): v for k, v in state.items()}
+    lisa_state = {to_lisa_key(_with_vision_model_prefix(k)): v for k, v in state.items()}
     keys = list(lisa_state)
     if shards <= 1:
         torch.save({k: v.contiguous() for k, v in lisa_state.items()}, folder / "pytorch_model.bin")
@@ -236,6 +236,22 @@ def save_lisa_checkpoint(
     if processor is not None:
         processor.tokenizer.save_pretrained(folder)
     return folder
+
+
+def _with_vision_model_prefix(key: str) -> str:
+    """Checkpoints name CLIP weights ``vision_model.*``; transformers 5's CLIPVisionModel drops that level."""
+    if key.startswith("vision_tower.") and not key.startswith("vision_tower.vision_model."):
+        return "vision_tower.vision_model." + key[len("vision_tower.") :]
+    return key
+
+
+def _align_vision_keys(state: dict, model: RosaliaModel) -> dict:
+    """Match ``vision_tower.vision_model.*`` names in a file to the installed CLIPVisionModel's names."""
+    ours = set(model.vision_tower.state_dict())
+    if any(k.startswith("vision_model.") for k in ours):
+        return {_with_vision_model_prefix(k): v for k, v in state.items()}
+    prefix = "vision_tower.vision_model."
+    return {("vision_tower." + k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in state.items()}
 
 
 def load_lisa_checkpoint(
@@ -290,9 +306,7 @@ def load_lisa_checkpoint(
     sam = SamConfig.from_any(sam_config) if sam_config is not None else (
         SamConfig.from_any(data["sam_config"]) if "sam_config" in data else infer_sam_config(state, prefix="visual_model.")
     )
-    projector = "linear" if "mm_projector.weight" in state else "mlp2x_gelu"
-    if projector == "mlp2x_gelu":
-        state = {re.sub(r"^mm_projector\.(\d)\.", r"mm_projector.\1.", k): v for k, v in state.items()}
+    projector = "linear" if "mm_projector.weight" in state else "mlp2x_gelu"  # LLaVA v1 / v1.5 projectors
     text = {k: data[k] for k in _LLAMA_KEYS if k in data}
     text["model_type"] = "llama"
     text["vocab_size"] = int(state["language_model.model.embed_tokens.weight"].shape[0])
@@ -315,7 +329,7 @@ def load_lisa_checkpoint(
     )
     with _default_dtype(dtype):
         model = RosaliaModel(config, vision_tower=CLIPVisionModel.from_pretrained(tower_source) if tower_source else None)
-    _load_into(model, state, str(folder), allow_missing=("vision_tower.",) if tower_source else ())
+    _load_into(model, _align_vision_keys(state, model), str(folder), allow_missing=("vision_tower.",) if tower_source else ())
     _check_seg_id(model, processor, folder)
     return (model.to(device=device, dtype=dtype) if dtype else model.to(device)), processor
 

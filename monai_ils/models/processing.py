@@ -14,7 +14,9 @@ projected patch features of the vision tower.
 from __future__ import annotations
 
 import json
+import logging
 import os
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -83,7 +85,7 @@ def to_rgb_uint8(image) -> np.ndarray:
         if image.mode in ("I", "I;16", "F"):
             image = np.asarray(image)
         else:
-            return np.asarray(image.convert("RGB"))
+            return np.array(image.convert("RGB"))
     array = np.asarray(image)
     if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
         array = np.moveaxis(array, 0, -1)  # channel-first input
@@ -97,7 +99,18 @@ def to_rgb_uint8(image) -> np.ndarray:
         array = np.repeat(array[..., None], 3, axis=-1)
     if array.ndim != 3 or array.shape[-1] != 3:
         raise ValueError(f"Expected a 2-D grey or RGB image, got an array of shape {array.shape}.")
-    return np.ascontiguousarray(array)
+    return np.require(array, requirements=["C", "W"])  # writable: torch.from_numpy downstream
+
+
+@contextmanager
+def _quiet_config_warnings():
+    logger = logging.getLogger("transformers.configuration_utils")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 @dataclass
@@ -187,7 +200,7 @@ class RosaliaProcessor:
         """SAM branch: longest side to ``sam_img_size``, normalised, zero-padded -> ([3, S, S], (h, w))."""
         rgb = to_rgb_uint8(image)
         resized = self.sam_resize.apply_image(rgb)
-        x = torch.from_numpy(resized).permute(2, 0, 1).float()
+        x = torch.from_numpy(np.array(resized)).permute(2, 0, 1).float()
         x = (x - self._mean) / self._std
         h, w = x.shape[-2:]
         size = self.settings.sam_img_size
@@ -221,7 +234,8 @@ class RosaliaProcessor:
         from transformers import AutoTokenizer, CLIPImageProcessor
 
         folder = Path(folder)
-        tokenizer = AutoTokenizer.from_pretrained(folder, padding_side="right")
+        with _quiet_config_warnings():  # AutoTokenizer peeks at config.json, whose model_type it does not know
+            tokenizer = AutoTokenizer.from_pretrained(folder, padding_side="right")
         image_processor = CLIPImageProcessor.from_pretrained(overrides.pop("image_processor_path", folder))
         data = json.loads((folder / PROCESSOR_FILE).read_text()) if (folder / PROCESSOR_FILE).exists() else {}
         data.update(overrides)

@@ -275,7 +275,6 @@ class RosaliaModel(nn.Module):
         vision_features: torch.Tensor | None = None,
         input_sizes: Sequence | None = None,
         output_sizes: Sequence | None = None,
-        **unused,
     ) -> RosaliaOutput:
         """Teacher-forced pass. Give pixels (``sam_pixels``, ``clip_pixels``) or cached encoder outputs.
 
@@ -410,3 +409,25 @@ __all__ = [
     "mask_from_logits",
     "pad_sequences",
 ]
+
+
+CLIP_VIT_L14_224 = dict(
+    hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, image_size=224, patch_size=14,
+    projection_dim=768, hidden_act="quick_gelu", layer_norm_eps=1e-5,
+)
+LLAVA_V1_7B_TEXT = dict(
+    model_type="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+    num_key_value_heads=32, max_position_embeddings=2048, rms_norm_eps=1e-6, vocab_size=32003, tie_word_embeddings=False,
+    bos_token_id=1, eos_token_id=2, pad_token_id=0,
+)
+
+
+def lisa_7b_config(seg_token_id: int = 32000) -> RosaliaConfig:
+    """The architecture of LISA-7B / ROSALIA: LLaVA v1 Llama-7B, CLIP ViT-L/14 at 224 px, SAM ViT-H.
+
+    Build it on the meta device to inspect shapes without memory:
+    ``with torch.device("meta"): RosaliaModel(lisa_7b_config())``.
+    """
+    return RosaliaConfig(
+        text_config=dict(LLAVA_V1_7B_TEXT), vision_config=dict(CLIP_VIT_L14_224), sam_config=SamConfig().to_dict(), seg_token_id=seg_token_id
+    )

@@ -108,3 +108,54 @@ def build_tiny_rosalia(folder, layout: str = "rosalia", seed: int = 0):
     else:
         raise ValueError(f"Unknown layout {layout!r}; expected 'rosalia' or 'lisa'.")
     return model, processor, folder
+
+
+def write_tiny_ils_dataset(folder, n_images: int = 4, size: tuple[int, int] = (48, 64), seed: int = 0):
+    """A small MIMIC-ILS dataset: grey images with one bright blob, a positive and a negative pair each.
+
+    Written with ``write_ils_json`` and mask PNGs, so it goes through the real reader. Returns the JSON path.
+    """
+    import numpy as np
+    from PIL import Image
+
+    from monai_ils.data.ils_format import ILSSample, save_mask_png, write_ils_json
+    from monai_ils.data.templates import render_answer, render_instruction
+
+    folder = Path(folder)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    h, w = size
+    yy, xx = np.mgrid[:h, :w]
+    lesions = ["pneumonia", "edema", "opacity", "effusion"]
+    sides = ["right lung", "left lung"]
+    samples = []
+    for i in range(n_images):
+        cy, cx = rng.integers(h // 4, 3 * h // 4), rng.integers(w // 4, 3 * w // 4)
+        blob = ((yy - cy) / (h / 6)) ** 2 + ((xx - cx) / (w / 6)) ** 2 <= 1.0
+        image = rng.normal(70, 15, size).clip(0, 255)
+        image[blob] += 120
+        image_path = folder / "images" / f"img{i}.png"
+        Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(image_path)
+        mask_path = save_mask_png(blob, folder / "masks" / f"img{i}.png")
+        lesion, side, other = lesions[i % len(lesions)], sides[i % 2], sides[(i + 1) % 2]
+        common = dict(split="train", study_key=f"s{i}", image_path=str(image_path), question_type="basic", target=lesion)
+        samples.append(
+            ILSSample(
+                **common,
+                instruction=render_instruction("basic", lesion, [side]),
+                answer=render_answer("basic", "positive", lesion, [side]),
+                positive=True,
+                seg_mask_path=str(mask_path),
+                location=[side],
+            )
+        )
+        samples.append(
+            ILSSample(
+                **common,
+                instruction=render_instruction("basic", lesion, [other]),
+                answer=render_answer("basic", "negative", lesion, [other]),
+                positive=False,
+                location=[other],
+            )
+        )
+    return write_ils_json(folder / "dataset.json", samples)

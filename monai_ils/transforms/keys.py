@@ -24,3 +24,6 @@ class GroundingKeys:
     GROUNDED_LOCATIONS = "grounded_locations"
     EMPTY_LOCATIONS = "empty_locations"
     CTR = "ctr"
+    CUE_ERRORS = "cue_errors"  # per cue kind: why a backend failed on this study
+    ANATOMY_QC = "anatomy_qc"  # Appendix D.2 cross-check verdict
+    ANATOMY_REFERENCE = "anatomy_reference"  # the second anatomy source for the cross-check

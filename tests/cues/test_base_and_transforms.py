@@ -127,3 +127,17 @@ def test_cross_check_compares_outer_lung_x_and_lowest_heart_y():
     assert d["anatomy_qc"]["passed"] is False and d["anatomy_qc"]["failed"] == ["right_lung_outer_x"]
     d = CrossCheckAnatomyd()({"anatomy": a})
     assert d["anatomy_qc"] == {"passed": False, "failed": ["missing anatomy"], "missing": ["anatomy_reference"]}
+
+
+def test_contrast_reference_makes_the_anomaly_signal_window_invariant():
+    from monai_ils.cues.classical_counterfactual import ClassicalCounterfactual
+
+    image = phantom(i_max=4095.0)
+    stretched = np.clip((image - 1000.0) * 1.5, 0, 4095).astype(np.float32)  # a harder window, same I_max
+    plain, normalised = ClassicalCounterfactual(), ClassicalCounterfactual(contrast_reference=0.36)
+    raw = [(x - plain(x, None, 4095.0)).max() for x in (image, stretched)]
+    assert raw[1] == pytest.approx(1.5 * raw[0], rel=0.05)  # in image units the residual grows with the window
+    ref = [(x - normalised(x, None, 4095.0)).max() for x in (image, stretched)]
+    assert ref[1] == pytest.approx(ref[0], rel=0.05)
+    with pytest.raises(ValueError, match="contrast_reference"):
+        ClassicalCounterfactual(contrast_reference=3)

@@ -59,6 +59,7 @@ def test_chexmask_table_backend(tmp_path):
     rows = dict(chexmask.iter_chexmask_rows(path))
     assert set(rows) == {"img1", "other"}
     assert chexmask.parse_landmarks(rows["img1"]["Landmarks"])[119].tolist() == [238, 239]
+    assert set(get_backend("anatomy", "chexmask", path=path, image_ids=["other"]).rows) == {"other"}
     backend = get_backend("anatomy", "chexmask", path=path)
     out = backend(_image("img1", 40, 50))  # half the CheXmask resolution: nearest resize
     assert out["right lung"].shape == (1, 40, 50) and out["right lung"].dtype == np.uint8

@@ -169,3 +169,14 @@ def test_killed_run_resumes_identical_to_uninterrupted(tmp_path, uninterrupted, 
     assert resumed.returncode == 0, resumed.stderr
     assert f"processed_now {13 - kill_after}" in resumed.stdout
     assert tree_bytes(out) == tree_bytes(reference)
+
+
+def test_exported_images_replace_the_image_path(tmp_path):
+    out = tmp_path / "out"
+    runner = GenerationRunner(out, PairsProcessor(toy_grounder, PairGenerator(seed=5), export_images=True), shard_size=4, progress=False)
+    runner.run(CSVStudyIndex(write_study_csv(tmp_path / "in", 2)))
+    raw = json.loads((out / "dataset.json").read_text())
+    assert raw["train"]["st0000"]["image_path"] == "images/st0000.png"
+    with Image.open(out / "images" / "st0000.png") as image:
+        assert image.mode == "L" and image.size == (32, 32)
+    assert all(s.image_path == str(out / "images" / f"{s.study_key}.png") for s in read_ils_json(out / "dataset.json"))

@@ -1,0 +1,212 @@
+"""Neural backends: tiny randomly initialised models of each real architecture, saved as the real weights
+are laid out, loaded through our loaders, run end to end on small images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+
+from monai_ils import vocab
+from monai_ils.cues.base import get_backend
+from monai_ils.cues.transforms import AnatomyMasksd, Counterfactuald, DetectLesionBoxesd
+
+
+def _image(h=70, w=60, i_max=4095.0, image_id="s1"):
+    g = torch.Generator().manual_seed(0)
+    return MetaTensor(torch.rand((1, h, w), generator=g) * i_max, meta={"max_intensity": i_max, "image_id": image_id})
+
+
+# ------------------------------------------------------------------------------------------------ YOLO
+@pytest.fixture(scope="module")
+def yolo_checkpoint(tmp_path_factory):
+    root = tmp_path_factory.mktemp("yolo")
+    from monai_ils.cues.yolo import prepare_offline_ultralytics
+
+    prepare_offline_ultralytics(root / "config")
+    from ultralytics.nn.tasks import DetectionModel
+
+    torch.manual_seed(0)
+    model = DetectionModel("yolov8n.yaml", nc=len(vocab.VINBIG_CLASSES), verbose=False)
+    model.names = dict(enumerate(vocab.VINBIG_CLASSES))
+    # Make the stride-8 anchors confident in "aortic enlargement" (excluded), the others in "nodule/mass" (kept).
+    for level, branch in enumerate(model.model[-1].cv3):
+        last = branch[-1]
+        torch.nn.init.zeros_(last.weight)
+        last.bias.data[:] = -8.0
+        last.bias.data[0 if level == 0 else 8] = 8.0
+    path = root / "vinbig_yolov8n.pt"
+    # The layout ultralytics' Model.save / trainer write: a dict with the (half precision) module under "model".
+    torch.save({"model": model.half(), "ema": None, "train_args": {"task": "detect", "imgsz": 64}, "version": "8", "date": None}, path)
+    return root, path
+
+
+def test_yolo_offline_end_to_end(yolo_checkpoint, monkeypatch):
+    root, path = yolo_checkpoint
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("ultralytics tried to reach the network")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    backend = get_backend("boxes", "yolo", weights=path, imgsz=64, conf=0.25, config_dir=root / "config")
+    assert (root / "config" / "Ultralytics" / "Arial.ttf").is_file()
+    data = DetectLesionBoxesd(backend=backend)({"image": _image()})
+    assert "cue_errors" not in data
+    boxes, scores, classes = data["boxes"], data["box_scores"], data["box_classes"]
+    assert boxes.dtype == np.float32 and scores.dtype == np.float32 and classes.dtype == np.int64
+    assert len(boxes) > 0 and set(classes.tolist()) == {8}  # class 0 was detected too (stride 8), and dropped
+    raw = backend.model.predict(np.zeros((70, 60, 3), np.uint8), imgsz=64, conf=0.25, verbose=False)[0]
+    assert 0 in raw.boxes.cls.tolist()
+    assert ((scores > 0.99) & (scores <= 1)).all()
+    assert (boxes[:, [0, 2]] <= 60).all() and (boxes[:, [1, 3]] <= 70).all() and (boxes >= 0).all()
+    batched = DetectLesionBoxesd(backend=backend).batch([{"image": _image()}, {"image": _image(80, 50)}])
+    assert batched[0]["boxes"].tolist() == boxes.tolist() and (batched[1]["boxes"][:, 2] <= 50).all()
+
+
+# ---------------------------------------------------------------------------------------------- RadEdit
+@pytest.fixture(scope="module")
+def radedit_folders(tmp_path_factory):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    root = tmp_path_factory.mktemp("radedit")
+    torch.manual_seed(0)
+    UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32), layers_per_block=1,
+                         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+                         cross_attention_dim=32, attention_head_dim=4, norm_num_groups=8).save_pretrained(root / "unet")
+    AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                  block_out_channels=(8, 16), latent_channels=4, norm_num_groups=8, sample_size=32, scaling_factor=0.13025).save_pretrained(root / "vae")
+    text = root / "text_encoder"
+    text.mkdir()
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "no", "acute", "cardio", "##pulmonary", "process"]
+    (text / "vocab.txt").write_text("\n".join(words))
+    BertTokenizer(str(text / "vocab.txt")).save_pretrained(text)
+    config = BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37, max_position_embeddings=128)
+    BertModel(config, add_pooling_layer=False).save_pretrained(text)
+    return root
+
+
+def test_radedit_edits_only_inside_the_region(radedit_folders):
+    backend = get_backend("counterfactual", "radedit", unet=radedit_folders / "unet", vae=radedit_folders / "vae",
+                          text_encoder=radedit_folders / "text_encoder", num_inference_steps=2, size=32)
+    assert backend.unet.device.type == "cpu" and backend.vae_factor == 2
+    tokens = backend.tokenizer(["No acute cardiopulmonary process"]).input_ids[0]
+    assert tokens[1:-1] == [5, 6, 7, 8, 9]  # the prompt is tokenised by the saved vocabulary, not [UNK]s
+    image = _image(50, 40)
+    anatomy = {name: np.zeros((1, 50, 40), np.uint8) for name in (vocab.RIGHT_LUNG, vocab.LEFT_LUNG, vocab.HEART)}
+    anatomy[vocab.RIGHT_LUNG][0, 10:40, 4:18] = 1
+    anatomy[vocab.LEFT_LUNG][0, 10:40, 22:36] = 1
+    anatomy[vocab.HEART][0, 30:45, 15:25] = 1
+    data = Counterfactuald(backend=backend)({"image": image, "anatomy": anatomy})
+    assert "cue_errors" not in data
+    x_hat = data["counterfactual"]
+    assert isinstance(x_hat, MetaTensor) and x_hat.dtype == torch.float32 and x_hat.shape == (1, 50, 40)
+    assert x_hat.meta["image_id"] == "s1"
+    region = (anatomy[vocab.RIGHT_LUNG] | anatomy[vocab.LEFT_LUNG] | anatomy[vocab.HEART]).astype(bool)
+    assert torch.equal(x_hat[~torch.as_tensor(region)], image[~torch.as_tensor(region)])  # keep region untouched
+    assert float(x_hat.min()) >= 0 and float(x_hat.max()) <= 4095
+    assert not torch.allclose(x_hat[torch.as_tensor(region)], image[torch.as_tensor(region)])
+    # Without anatomy RadEdit has no edit region: recorded, not raised.
+    assert "edit region" in Counterfactuald(backend=backend)({"image": image})["cue_errors"][0]["error"]
+
+
+# ------------------------------------------------------------------------------------------------- CXAS
+def _random_cxas():
+    from monai_ils.cues.cxas import CXASUNet
+
+    with torch.device("meta"):
+        model = CXASUNet()
+    model = model.to_empty(device="cpu")
+    g = torch.Generator().manual_seed(0)
+    for p in model.parameters():
+        p.data.normal_(0, 0.01, generator=g)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+    out = model.head.out.conv
+    out.weight.data.zero_()
+    out.bias.data[:] = -20.0
+    out.bias.data[vocab.CXAS_LABEL_IDS["heart"]] = 20.0
+    out.bias.data[vocab.CXAS_LABEL_IDS["left lung"]] = 20.0
+    return model.eval()
+
+
+def test_cxas_checkpoint_loads_and_maps_channel_ids(tmp_path):
+    model = _random_cxas()
+    path = tmp_path / "UNet_ResNet50_default.pth"
+    # The cxas package's checkpoint: {"model": state_dict}, here saved from DataParallel ("module." keys).
+    torch.save({"model": {f"module.{k}": v for k, v in model.state_dict().items()}}, path)
+    backend = get_backend("anatomy", "cxas", weights=path, size=64)
+    assert next(backend.model.parameters()).device.type == "cpu"
+    with torch.no_grad():
+        x = torch.randn(1, 3, 64, 64)
+        assert torch.allclose(backend.model(x), model(x), atol=1e-5)
+    results = AnatomyMasksd(backend=backend).batch([{"image": _image()}, {"image": _image(90, 40)}])
+    masks = results[0]["anatomy"]
+    assert set(masks) == set(vocab.CXAS_LABEL_IDS)
+    assert masks["heart"].shape == (1, 70, 60) and masks["heart"].dtype == np.uint8
+    assert masks["heart"].all() and masks["left lung"].all() and not masks["right lung"].any() and not masks["lung upper lobe right"].any()
+    assert results[1]["anatomy"]["heart"].shape == (1, 90, 40)
+    torch.save({"model": {k: v for k, v in model.state_dict().items() if not k.startswith("head.out")}}, tmp_path / "partial.pth")
+    with pytest.raises(ValueError, match="missing keys"):
+        get_backend("anatomy", "cxas", weights=tmp_path / "partial.pth")
+
+
+# -------------------------------------------------------------------------------------------- HybridGNet
+def test_chebconv_matches_the_chebyshev_recursion():
+    from monai_ils.cues.hybridgnet import ChebConv, _ring, scaled_laplacian
+
+    lap = scaled_laplacian(torch.tensor(_ring(4), dtype=torch.float32))
+    assert torch.allclose(lap, -torch.tensor(_ring(4), dtype=torch.float32) / 2)  # degree 2 everywhere
+    conv = ChebConv(3, 2, K=3)
+    x = torch.randn(1, 4, 3)
+    t0, t1 = x, lap @ x
+    t2 = 2 * lap @ t1 - t0
+    expected = t0 @ conv.lins[0].weight.T + t1 @ conv.lins[1].weight.T + t2 @ conv.lins[2].weight.T + conv.bias
+    assert torch.allclose(conv(x, lap), expected, atol=1e-6)
+
+
+def test_hybridgnet_loads_state_dict_and_fills_contours(tmp_path):
+    from monai_ils.cues.hybridgnet import HybridGNet, fill_contours
+
+    torch.manual_seed(0)
+    model = HybridGNet(input_size=64).eval()
+    path = tmp_path / "bestMSE.pt"
+    torch.save(model.state_dict(), path)
+    backend = get_backend("anatomy", "hybridgnet", weights=path)
+    assert backend.input_size == 64
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        out = backend.model(x)
+        assert out.shape == (1, 120, 2) and torch.allclose(out, model(x))
+    # With a zero last layer every landmark sits at the square's origin: (-left pad, -top pad) in the image.
+    backend.model.graphConv_up1.lins[0].weight.data.zero_()
+    assert np.allclose(backend.landmarks(_image(90, 70)), [[-10, 0]])
+    def rectangle(x0, y0, x1, y1, n):  # n contour points visiting the four corners in order
+        return np.repeat([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], int(np.ceil(n / 4)), axis=0)[:n]
+
+    landmarks = np.concatenate([rectangle(5, 5, 20, 30, 44), rectangle(40, 5, 55, 30, 50), rectangle(22, 25, 38, 35, 26)])
+    masks = fill_contours(landmarks, (40, 60))
+    assert masks["right lung"].sum() == 16 * 26 and masks["right lung"][5:31, 5:21].all()
+    assert masks["heart"][25:36, 22:39].all() and masks["heart"].sum() == 11 * 17
+    with pytest.raises(ValueError, match="not a HybridGNet state dict"):
+        torch.save({"x": torch.zeros(1)}, tmp_path / "bad.pt")
+        get_backend("anatomy", "hybridgnet", weights=tmp_path / "bad.pt")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_radedit_and_cxas_run_on_cuda(radedit_folders, tmp_path):
+    backend = get_backend("counterfactual", "radedit", unet=radedit_folders / "unet", vae=radedit_folders / "vae",
+                          text_encoder=radedit_folders / "text_encoder", num_inference_steps=2, size=32, device="cuda", dtype="float16")
+    assert backend.unet.device.type == "cuda" and backend.unet.dtype == torch.float16
+    region = np.zeros((50, 40), bool)
+    region[10:40, 5:35] = True
+    x_hat = backend(_image(50, 40), region)
+    assert isinstance(x_hat, np.ndarray) and x_hat.dtype == np.float32 and np.isfinite(x_hat).all()
+    path = tmp_path / "cxas.pth"
+    torch.save({"model": _random_cxas().state_dict()}, path)
+    cxas = get_backend("anatomy", "cxas", weights=path, size=64, device="cuda:0")
+    assert next(cxas.model.parameters()).device.type == "cuda"
+    assert cxas(_image())["heart"].all()

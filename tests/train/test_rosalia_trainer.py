@@ -1,0 +1,93 @@
+"""DeepSpeed ZeRO-2 training on CPU (one gloo process): the loss falls, resume is exact, exports load.
+
+One short run is shared by the module (DeepSpeed start-up is the slow part).
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from monai_ils.models import load_pretrained
+from monai_ils.models.lora import load_lora
+from monai_ils.models.testing import build_tiny_rosalia
+from monai_ils.train.trainer import RosaliaTrainer, build_ds_config, export_checkpoint
+
+STEPS, SAVE_AT = 12, 10
+COMMON = dict(micro_batch_size=2, lr=3e-3, warmup_steps=1, lora={"r": 8, "alpha": 16}, progress=False, max_steps=STEPS)
+
+
+@pytest.fixture(scope="module")
+def run(tiny_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    model, processor, folder = build_tiny_rosalia(root / "model")
+    trainer = RosaliaTrainer(train_json=tiny_data, output_dir=root / "out", model=model, processor=processor, save_every=SAVE_AT, **COMMON)
+    history = trainer.run()
+    return trainer, history, root, folder
+
+
+def test_loss_falls_on_eight_samples(run):
+    trainer, history, _, _ = run
+    assert len(trainer.dataset) == 8
+    assert [h["step"] for h in history] == list(range(1, STEPS + 1))
+    losses = [h["loss"] for h in history]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.1, losses
+    assert trainer.engine.zero_optimization_stage() == 2
+    assert not trainer.engine.bfloat16_enabled()  # fp32 on CPU
+    opt = trainer.engine.optimizer.optimizer
+    assert type(opt).__name__ == "AdamW" and opt.param_groups[0]["betas"] == (0.9, 0.95)
+
+
+def test_resume_gives_the_same_next_step_loss(run, tiny_data):
+    _, history, root, folder = run
+    model, processor = load_pretrained(folder)
+    resumed = RosaliaTrainer(
+        train_json=tiny_data, output_dir=root / "resumed", model=model, processor=processor, save_every=0,
+        resume=root / "out" / "checkpoints", resume_tag=f"global_step{SAVE_AT}", export_merged_model=False,
+        loss_weights={"ce": 1.0, "bce": 1.0, "dice": 1.0}, **(COMMON | {"max_steps": SAVE_AT + 1}),
+    )
+    resumed.setup()
+    assert resumed.loss.weights.to_dict() == {"ce": 0.5, "bce": 5.0, "dice": 1.0}  # the checkpoint's, not the new ones
+    assert resumed.sampler.state_dict()["batch_index"] == SAVE_AT % len(resumed.sampler)
+    new = resumed.run()
+    assert new[-1]["step"] == SAVE_AT + 1
+    assert new[-1]["loss"] == pytest.approx(history[SAVE_AT]["loss"], rel=1e-6, abs=1e-7)
+
+
+def test_outputs_adapters_and_merged_model_load(run, tiny_data):
+    trainer, history, root, folder = run
+    out = root / "out"
+    assert json.loads((out / "history.json").read_text())[-1]["step"] == STEPS
+    merged, processor = load_pretrained(out / "merged")
+    base, _ = load_pretrained(folder)
+    with_adapters = load_lora(base, out / "lora")
+    rgb = np.full((48, 64), 100, np.uint8)
+    sam, size = processor.sam_image(rgb)
+    encoded = merged.encode_images(sam[None], processor.vlm_image(rgb)[None], [size], [rgb.shape])
+    prompt = [processor.encode_prompt("Segment the edema in the left lung.", answer_prefix="[SEG]")]
+    merged.eval(), with_adapters.eval()
+    torch.testing.assert_close(merged.segment(encoded, prompt)[0], with_adapters.segment(encoded, prompt)[0], atol=1e-4, rtol=1e-4)
+
+
+def test_export_from_a_deepspeed_checkpoint_matches_the_run_export(run, tmp_path):
+    _, _, root, folder = run
+    exported = export_checkpoint(root / "out" / "checkpoints", tmp_path / "exported", model_dir=folder, lora={"r": 8, "alpha": 16})
+    a, processor = load_pretrained(exported)
+    b, _ = load_pretrained(root / "out" / "merged")  # written at the end of the run, the same step
+    for key, value in b.state_dict().items():
+        torch.testing.assert_close(a.state_dict()[key], value, msg=key)
+
+
+def test_ds_config_fills_auto_values(tmp_path):
+    base = json.loads(open("bundles/rosalia/configs/ds_zero2.json").read())
+    config = build_ds_config("bundles/rosalia/configs/ds_zero2.json", micro_batch_size=3, grad_accum=4, total_steps=50, lr=1e-4, bf16=None)
+    assert config["train_micro_batch_size_per_gpu"] == 3 and config["gradient_accumulation_steps"] == 4
+    assert config["optimizer"]["params"] == {"lr": 1e-4, "betas": [0.9, 0.95], "weight_decay": 0.0, "torch_adam": True}
+    sched = config["scheduler"]["params"]
+    assert sched["warmup_num_steps"] == 100 and sched["warmup_min_lr"] == 0 and sched["warmup_max_lr"] == 1e-4 and sched["total_num_steps"] == 50
+    assert config["bf16"]["enabled"] is torch.cuda.is_available()
+    assert config["gradient_clipping"] == 1.0
+    zero = config["zero_optimization"]
+    assert zero["stage"] == 2 and zero["overlap_comm"] and zero["contiguous_gradients"]
+    assert base["optimizer"]["params"]["lr"] == "auto"  # the file itself is untouched
