@@ -63,7 +63,9 @@ class MaskStats:
 def _as_bool(mask, name: str) -> np.ndarray:
     if isinstance(mask, torch.Tensor):
         mask = mask.detach().cpu().numpy()
-    array = np.squeeze(np.asarray(mask))
+    array = np.asarray(mask)
+    while array.ndim > 2 and array.shape[0] == 1:  # [1, H, W], [1, 1, H, W]
+        array = array[0]
     if array.ndim != 2:
         raise ValueError(f"{name}: expected a 2-D mask (optionally with singleton dims), got shape {np.shape(mask)}.")
     return array > 0 if array.dtype != bool else array
@@ -117,10 +119,10 @@ def answers_match(predicted: str | None, reference: str) -> bool:
     """True when ``predicted`` has the template and all the variables of ``reference`` (see module doc)."""
     if predicted is None:
         return False
-    ref = parse_answer(reference)
+    ref = parse_answer(" ".join(reference.split()))
     if ref is None:
         return normalise_answer(predicted) == normalise_answer(reference)
-    pred = parse_answer(predicted)
+    pred = parse_answer(" ".join(predicted.split()))
     return pred is not None and _comparable(pred) == _comparable(ref)
 
 

@@ -154,6 +154,8 @@ class RosaliaPredictor:
         if cached is not None:
             return cached
         rgb = to_rgb_uint8(image)
+        if not rgb.flags.writeable:  # arrays viewed from PIL are read-only; torch.from_numpy warns about them
+            rgb = rgb.copy()
         sam_pixels, input_size = self.processor.sam_image(rgb)
         clip_pixels = self.processor.vlm_image(rgb)
         encoded = self.model.encode_images(sam_pixels[None], clip_pixels[None], [input_size], [rgb.shape[:2]])

@@ -144,8 +144,10 @@ def run_inference(
     done = set(read_predictions(output_dir)) if resume else set()
     todo = [r for r in requests if r.id not in done]
     path = output_dir / PREDICTIONS_FILE
-    if not resume and path.exists():
-        path.unlink()
+    if not resume:
+        for stale in (path, output_dir / ERRORS_FILE):
+            stale.unlink(missing_ok=True)
+    _end_with_newline(path)  # a run killed mid-line must not glue its partial line to the next record
     if len(todo) < len(requests):
         logger.info("run_inference: %d of %d requests already done in %s.", len(requests) - len(todo), len(requests), output_dir)
     bar = _progress(len(todo), progress)
@@ -163,6 +165,14 @@ def run_inference(
             bar.update(len(chunk))
     bar.close()
     return path
+
+
+def _end_with_newline(path: Path) -> None:
+    if path.exists() and path.stat().st_size > 0:
+        with path.open("rb+") as stream:
+            stream.seek(-1, 2)
+            if stream.read(1) != b"\n":
+                stream.write(b"\n")
 
 
 def _one_by_one(predictor, chunk, mode, errors, first_error):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from monai_ils.data.ils_format import ILSSample, save_mask_png, write_ils_json
@@ -44,6 +45,15 @@ def write_tiny_split(folder, n_images: int = 3, size=(40, 56), seed: int = 0):
                       target="cardiomegaly", positive=False, question_type="global"),
         ]
     return write_ils_json(folder / "dataset.json", samples)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    """Tiny models on a shared 2-core machine run fastest on one thread (more threads spin)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")
