@@ -115,14 +115,19 @@ def make_client(studies, conf: dict):
 
 
 @pytest.fixture(scope="session")
-def expected_prediction(label_data):
-    """What RosaliaPredictor says for INSTRUCTION on the small MONOCHROME1 study, loaded with LoadCXR."""
+def tiny_predictor(label_data):
     from monai_ils.inference import RosaliaPredictor
+
+    return RosaliaPredictor.from_pretrained(label_data["rosalia"], device="cpu")
+
+
+@pytest.fixture(scope="session")
+def expected_prediction(label_data, tiny_predictor):
+    """What RosaliaPredictor says for INSTRUCTION on the small MONOCHROME1 study, loaded with LoadCXR."""
     from monai_ils.transforms import LoadCXR
 
-    predictor = RosaliaPredictor.from_pretrained(label_data["rosalia"], device="cpu")
     image = LoadCXR()(label_data["studies"] / "small_m1.dcm")
-    return predictor.predict(image[0].numpy(), INSTRUCTION)
+    return tiny_predictor.predict(image[0].numpy(), INSTRUCTION)
 
 
 def dump(obj) -> str:

@@ -43,13 +43,16 @@ def test_info_lists_tasks_with_instruction_field(client):
     assert {"RG1_UNCR", "small_m1", "synth"} <= set(client.get("/datastore/?output=all").json()["objects"])
 
 
-def test_rosalia_mask_and_answer_on_monochrome1_dicom(client, expected_prediction):
+def test_rosalia_mask_and_answer_on_monochrome1_dicom(client, label_data, expected_prediction, tiny_predictor):
     response = infer(client, "rosalia", "small_m1", {"instruction": INSTRUCTION})
     assert response.status_code == 200, response.text
     label = png(response)
     assert label.shape == expected_prediction.mask.shape  # rows x columns of the DICOM
     assert 0 < expected_prediction.mask.mean() < 1  # a mask with both classes, so the layout is checked
     np.testing.assert_array_equal(label, expected_prediction.mask.astype(np.uint8))
+    # the stored MONOCHROME1 pixels, not inverted, give another mask: the app did invert them
+    raw = tiny_predictor.predict(label_data["small_pixels"].astype(np.float32), INSTRUCTION)
+    assert not np.array_equal(raw.mask, expected_prediction.mask)
     result = infer(client, "rosalia", "small_m1", {"instruction": INSTRUCTION}, output="json").json()
     assert result["answer"] == expected_prediction.text and result["instruction"] == INSTRUCTION
     assert result["image"]["photometric_interpretation"] == "MONOCHROME1"
