@@ -161,7 +161,7 @@ class MyApp(MONAILabelApp):
         path = Path(image)
         if path.is_absolute():
             upload_dir = Path(tempfile.gettempdir()).resolve()
-            if path.parent.resolve() == upload_dir and path.name.startswith("tmp") and path.is_file():
+            if path.parent.resolve() == upload_dir and path.name.startswith("tmp") and path.is_file() and not path.is_symlink():
                 return image  # written by MONAI Label's /infer endpoint for an uploaded file
             raise BadRequest(f"Image id {image!r} is a server path; pass a datastore image id or upload the file.")
         if any(c in image for c in ("/", "\\", "\x00")) or image.startswith("."):
