@@ -1,0 +1,2 @@
+from lib.configs.grounding import Grounding
+from lib.configs.rosalia import Rosalia

@@ -1,0 +1,2 @@
+from lib.infers.grounding import GroundingInfer
+from lib.infers.rosalia import RosaliaInfer

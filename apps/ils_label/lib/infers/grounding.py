@@ -1,0 +1,137 @@
+"""``grounding``: the dataset-generation grounding on one image + report, for review in OHIF.
+
+The report (``report`` param) is structured, the spatial cues run, and every positive finding is grounded as
+in MIMIC-ILS generation (Algorithm 1, refinement, location verification). The label map has one label per
+lesion type (``vocab.LESION_TYPES`` order, ids from 1), so a reviewer sees each generated mask as its own
+segment in OHIF and can accept or correct it; the JSON result lists every finding, grounded or not.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from monai_ils import vocab
+from lib.configs.common import ImageLimits
+from lib.errors import BadRequest, RequestError, Unprocessable
+from lib.infers.base import CXRInferTask
+from lib.transforms import LabelMapd, RequireTextd
+
+logger = logging.getLogger(__name__)
+
+LESION_LABELS = {lesion: index + 1 for index, lesion in enumerate(vocab.LESION_TYPES)}
+"""Label id of each lesion type in the grounding label map."""
+
+EXAMPLE = "FINDINGS: Right lower lobe consolidation. No pleural effusion."
+
+
+class GroundingInfer(CXRInferTask):
+    """``GroundingPipeline`` (monai_ils.generation) behind MONAI Label; built once, on first use."""
+
+    def __init__(self, limits: ImageLimits, pipeline_kwargs: dict | None = None):
+        super().__init__(
+            labels=LESION_LABELS,
+            description="Review generated lesion masks: grounds the findings of a radiology report (the 'report' "
+            "option) on the image, one label per lesion type.",
+            config={"report": "", "pairs": True},
+            limits=limits,
+        )
+        self.pipeline_kwargs = dict(pipeline_kwargs or {})
+        self._pipeline = None
+
+    def pipeline(self):
+        with self._lock:
+            if self._pipeline is None:
+                from monai_ils.generation.pipeline import GroundingPipeline
+
+                kwargs = {"keep_image": False, **self.pipeline_kwargs}
+                try:
+                    self._pipeline = GroundingPipeline(**kwargs)
+                except Exception as err:
+                    logger.exception("Building the grounding pipeline failed")
+                    raise RequestError(f"The grounding pipeline could not be built from {kwargs}: {type(err).__name__}: {err}", 503) from err
+            return self._pipeline
+
+    def warm_up(self) -> None:
+        self.pipeline()
+
+    def pre_transforms(self, data=None) -> Sequence[Callable]:
+        return [
+            RequireTextd("report", max_length=20000, hint=f"Paste the report text, e.g. '{EXAMPLE}'"),
+            *self.input_transforms(),
+        ]
+
+    def run_inferer(self, data, convert_to_batch=True, device="cuda"):
+        from monai_ils.data.mimic_cxr import StudyRecord
+        from monai_ils.generation.runner import SkipStudy, StageError
+
+        pipeline = self.pipeline()
+        path = data["image"]
+        image_id = Path(path).name.split(".")[0]
+        record = StudyRecord(key=image_id, image_path=path, report_text=data["report"])
+        try:
+            with self._lock:
+                grounding = pipeline(record)
+        except SkipStudy as err:
+            raise Unprocessable(f"Grounding skipped this study: {err}") from err
+        except StageError as err:
+            if err.stage == "load":
+                raise BadRequest(f"Image {Path(path).name} could not be loaded: {err}") from err
+            if err.stage in ("report", "structure", "cues"):  # the inputs do not fit the configured backends
+                raise Unprocessable(f"Grounding failed at stage '{err.stage}': {err}") from err
+            raise RequestError(f"Grounding failed at stage '{err.stage}': {err}", 500) from err
+
+        masks, findings = {}, []
+        for finding in grounding.findings:
+            lesion = finding.predicted_lesion_type or finding.lesion_type
+            entry = {
+                "lesion": lesion,
+                "reported_lesion": finding.lesion_type,
+                "entity": finding.entity,
+                "presence": finding.presence,
+                "certainty": finding.certainty,
+                "reported_location": list(finding.reported_location),
+                "grounded_location": list(finding.grounded_location),
+                "label": None,
+                "pixels": 0,
+            }
+            if finding.mask is not None and finding.mask.any() and lesion in LESION_LABELS:
+                label = LESION_LABELS[lesion]
+                masks[label] = finding.mask if label not in masks else (masks[label] | finding.mask)
+                entry.update(label=label, pixels=int(finding.mask.sum()))
+            findings.append(entry)
+        rows, cols = grounding.image_shape
+        if not masks:
+            masks = {1: np.zeros((rows, cols), dtype=bool)}  # an empty label map of the image's size
+        result = {
+            "findings": findings,
+            "labels_present": sorted(name for name, i in LESION_LABELS.items() if i in masks and masks[i].any()),
+            "empty_locations": list(grounding.empty_locations),
+            "ctr": None if grounding.ctr is None else round(float(grounding.ctr), 4),
+            "qc_passed": bool(grounding.qc_passed),
+            "qc_reasons": list(grounding.qc_reasons),
+            "image": {"rows": int(rows), "columns": int(cols)},
+        }
+        if str(data.get("pairs", True)).lower() not in ("false", "0", "no"):
+            result["pairs"] = self._pairs(grounding)
+        data["pred"] = masks
+        data["result"] = result
+        return data
+
+    @staticmethod
+    def _pairs(grounding) -> list[dict]:
+        """The instruction-answer pairs generation would write for this study (what a reviewer signs off)."""
+        from monai_ils.generation import generate_pairs
+
+        try:
+            pairs = generate_pairs(grounding)
+        except Exception as err:  # review still shows the masks
+            logger.warning("Pair generation failed: %s", err)
+            return []
+        return [{"instruction": s.instruction, "answer": s.answer, "positive": bool(s.positive)} for s in pairs.samples]
+
+    def post_transforms(self, data=None) -> Sequence[Callable]:
+        return [LabelMapd("pred")]
