@@ -41,6 +41,9 @@ ORGAN_LEVEL_LESION_TYPES: tuple[str, ...] = ("cardiomegaly",)
 GENERIC_LESION_TYPE = "opacity"
 """Tentative findings and lesion-inference questions use this broader term (Appendix C.1)."""
 
+LESION_LABEL_IDS: Mapping[str, int] = MappingProxyType({lesion: i + 1 for i, lesion in enumerate(LESION_TYPES)})
+"""Label value of each lesion type in multi-label masks (0 is background), e.g. MONAI Label results."""
+
 QUESTION_TYPES: tuple[str, ...] = ("basic", "global", "lesion_inference")
 
 PRESENCE_VALUES: tuple[str, ...] = ("positive", "negative")

@@ -22,7 +22,7 @@ from lib.transforms import LabelMapd, RequireTextd
 
 logger = logging.getLogger(__name__)
 
-LESION_LABELS = {lesion: index + 1 for index, lesion in enumerate(vocab.LESION_TYPES)}
+LESION_LABELS = dict(vocab.LESION_LABEL_IDS)
 """Label id of each lesion type in the grounding label map."""
 
 EXAMPLE = "FINDINGS: Right lower lobe consolidation. No pleural effusion."
