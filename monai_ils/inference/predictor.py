@@ -241,7 +241,6 @@ class RosaliaPredictor:
         eos = self.processor.tokenizer.eos_token_id
         image_embeds = model.mm_projector(encoded.vision_features.to(device=device, dtype=model.mm_projector_dtype))
         ids, attention = pad_sequences(prompt_ids, pad_value=0)
-        # TODO(model branch): a public RosaliaModel.merge_image_features would avoid this private call.
         embeds, mask, _, _ = model.merge_image_features(ids.to(device), image_embeds, attention.to(device))
         rows = torch.arange(len(prompt_ids), device=device)
         lengths = mask.sum(1)

@@ -1,3 +1,5 @@
+"""Fixtures shared across test areas."""
+
 import pytest
 import torch
 
@@ -14,6 +16,7 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
+    """A tiny MIMIC-ILS dataset folder (images, masks, dataset JSON)."""
     from monai_ils.models.testing import write_tiny_ils_dataset
 
     return write_tiny_ils_dataset(tmp_path_factory.mktemp("tiny_ils"))
