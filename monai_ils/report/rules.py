@@ -63,7 +63,7 @@ _POSTMOD_OK = frozenset(
     "projects overlying over along throughout on and or predominantly particularly mainly mostly most greater than more "
     "extending into which appears appear located best visualized demonstrated there a an slightly mild mildly small "
     "persists persist persistent unchanged stable new increased decreased worse improved residual minimal especially "
-    "primarily , ( ) bilaterally".split()
+    "primarily lies lie lying situated visible evident observed , ( ) bilaterally".split()
 )
 
 
