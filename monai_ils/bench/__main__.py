@@ -13,7 +13,9 @@ def main(argv=None):
     if not argv or argv[0] not in names:
         print(f"usage: python -m monai_ils.bench {{{','.join(names)}}} [options]", file=sys.stderr)
         return 2
-    return importlib.import_module(f"monai_ils.bench.{argv[0]}").main(argv[1:]) or 0
+    result = importlib.import_module(f"monai_ils.bench.{argv[0]}").main(argv[1:])
+    # Benchmarks return their figures (a dict) for callers in Python; only an int is an exit status.
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":
