@@ -6,6 +6,9 @@ Categories read by the structurer:
   POSSIBLE_EXISTENCE  -> certainty tentative ("may represent", "cannot be excluded", "likely", ...)
   PSEUDO              -> a longer phrase that cancels a shorter trigger inside it ("no change in" is
                          not a negation; "to suggest" after "no" is not a hedge)
+  CLAUSE_HEDGE        -> a hedge that opens a new clause after a comma (", likely", ", concerning for"): read
+                         as POSSIBLE_EXISTENCE, and it ends a negation's scope, so in "opacity, without
+                         effusion, likely pneumonia" the pneumonia is hedged, not negated
   TERMINATE           -> ends the scope of every trigger ("but", "and a", "which")
 """
 
@@ -13,7 +16,7 @@ from __future__ import annotations
 
 from medspacy.context import ConText, ConTextRule
 
-__all__ = ["EXTRA_RULES", "DROPPED_DEFAULT_LITERALS", "build_context"]
+__all__ = ["EXTRA_RULES", "DROPPED_DEFAULT_LITERALS", "TENTATIVE_CATEGORIES", "build_context"]
 
 DROPPED_DEFAULT_LITERALS = frozenset({"resolved", "now resolved", "unlikely", "free", "decline", "prophylaxis", "doubt"})
 """Default literals we replace ("resolved", "unlikely") or that misfire ("free air" is a finding)."""
@@ -45,7 +48,16 @@ EXTRA_RULES: list[ConTextRule] = [
         # a comma ends the backward scope: "effusion with atelectasis, consolidation not excluded"
         "POSSIBLE_EXISTENCE", "BACKWARD", max_scope=8, terminated_by={"CLAUSE_BREAK"},
     ),
-    ConTextRule(",", "CLAUSE_BREAK", direction="PSEUDO", max_scope=1),  # small scope: medspaCy only sees partial overlaps
+    ConTextRule(",", "CLAUSE_BREAK", direction="PSEUDO", max_scope=1),
+    *_rules(
+        [f", {hedge}" for hedge in ("likely", "most likely", "more likely", "probably", "possibly", "possible", "probable",
+                                     "presumably", "presumed", "concerning for", "suspicious for", "suggestive of",
+                                     "suggesting", "worrisome for", "which may represent", "which may reflect",
+                                     "which could represent", "which could reflect", "may represent", "may reflect",
+                                     "could represent", "could reflect", "question of", "possibly reflecting",
+                                     "likely reflecting", "likely representing")],
+        "CLAUSE_HEDGE", "FORWARD",
+    ),  # small scope: medspaCy only sees partial overlaps
     *_rules(["versus", "vs", "vs.", "and/or", "?"], "POSSIBLE_EXISTENCE", "BIDIRECTIONAL", max_scope=4),
     # --- hedged negations (negative, tentative)
     *_rules(
@@ -90,6 +102,9 @@ EXTRA_RULES: list[ConTextRule] = [
 
 
 USED_CATEGORIES = frozenset({"NEGATED_EXISTENCE", "NEGATED_TENTATIVE", "POSSIBLE_EXISTENCE", "PSEUDO"})
+TENTATIVE_CATEGORIES = frozenset({"POSSIBLE_EXISTENCE", "CLAUSE_HEDGE"})
+"""Categories that make a positive finding tentative."""
+_NEGATION_ENDED_BY = {"NEGATED_EXISTENCE": ["CLAUSE_HEDGE"], "NEGATED_TENTATIVE": ["CLAUSE_HEDGE"]}
 
 
 def _expand_pattern(rule: ConTextRule) -> list[ConTextRule]:
@@ -126,7 +141,7 @@ def default_rules(path: str) -> list[ConTextRule]:
 
 def build_context(nlp) -> ConText:
     """A ConText component on ``nlp`` with the filtered defaults and ``EXTRA_RULES``."""
-    context = ConText(nlp, rules=None)
+    context = ConText(nlp, rules=None, terminating_types=_NEGATION_ENDED_BY)
     context.add(default_rules(context.DEFAULT_RULES_FILEPATH))
     context.add(EXTRA_RULES)
     return context

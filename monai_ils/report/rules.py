@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import spacy
 
-from monai_ils.report.context_rules import build_context
+from monai_ils.report.context_rules import TENTATIVE_CATEGORIES, build_context
 from monai_ils.report.finding import Finding, StructuredReport
 from monai_ils.report.lexicon import DEVICE_RE, FINDING_LEXICON, NONSPECIFIC_LESIONS, PREDICTABLE_LESIONS, LexiconEntry, compile_lexicon
 from monai_ils.report.locations import LocationTerm, find_location_terms, labels_for_terms
@@ -52,6 +52,7 @@ _LINK_FILLERS = frozenset(
 )
 _UNCHANGED_RE = re.compile(r"\b(?:not|no)\s+(?:significantly\s+|substantially\s+|much\s+)?(?:changed?|improved|worse(?:ned)?)\b", re.IGNORECASE)
 _LINK_BLOCKERS = frozenset("no not without but however although though and ; : ?".split())
+_NEGATED_ASIDE_RE = re.compile(r"^\s*,\s*(?:without|with\s+no|no)\s*$", re.IGNORECASE)
 _ALTERNATIVE_RE = re.compile(r"^[\s,]*(?:or|and/or|versus|vs\.?|,)(?:\s+(?:less\s+likely|possibly|possible|an?|early))*[\s,]*$", re.IGNORECASE)
 _PREMOD_STOP = frozenset(
     "is are was were be been with without no not in at within on of there which that but seen noted has have had to "
@@ -223,7 +224,7 @@ class RuleBasedStructurer:
             if negative:
                 m.tentative = m.tentative or "NEGATED_TENTATIVE" in cats
             else:
-                m.tentative = m.tentative or "POSSIBLE_EXISTENCE" in cats
+                m.tentative = m.tentative or bool(cats & TENTATIVE_CATEGORIES)
 
     # ----------------------------------------------------------------------------------------------
     @classmethod
@@ -276,14 +277,17 @@ class RuleBasedStructurer:
         for i, owner in enumerate(mentions):
             if owner.lesion_type not in NONSPECIFIC_LESIONS or owner.negative or owner.consumed_by is not None:
                 continue
+            start = owner.post_start if owner.post_start >= 0 else owner.end
             for j in range(i + 1, len(mentions)):
                 cand = mentions[j]
                 if cand.consumed_by is not None:
                     continue
+                gap = _strip_spans(sentence[start:cand.start], loc_spans, start)
+                if cand.negative and _NEGATED_ASIDE_RE.match(gap):
+                    start = cand.end  # "opacity, without effusion, likely pneumonia": look past the aside
+                    continue
                 if cand.lesion_type not in PREDICTABLE_LESIONS or cand.lesion_type == owner.lesion_type or cand.negative:
                     break
-                start = owner.post_start if owner.post_start >= 0 else owner.end
-                gap = _strip_spans(sentence[start:cand.start], loc_spans, start)
                 if self._is_link(gap):
                     self._consume(owner, cand, mentions[j + 1:], sentence, cand.sent, loc_spans)
                 break

@@ -142,6 +142,30 @@ def test_backward_hedge_stops_at_a_comma(structurer):
         ("effusion", "definitive"), ("atelectasis", "definitive"), ("consolidation", "tentative")]
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Right lower lobe opacity, without effusion, likely pneumonia.",
+        "Right lower lobe opacity, with no pleural effusion, concerning for pneumonia.",
+    ],
+)
+def test_negated_aside_neither_negates_nor_hides_the_prediction(structurer, text):
+    findings = structurer(text).findings
+    assert [(f.lesion_type, f.presence, f.certainty, f.predicted_lesion_type) for f in findings] == [
+        ("opacity", "positive", "tentative", "pneumonia"), ("effusion", "negative", "definitive", None)]
+
+
+def test_comma_hedge_ends_a_negation(structurer):
+    findings = structurer("No pneumothorax, possibly small left effusion.").findings
+    assert [(f.entity, f.presence, f.certainty) for f in findings] == [
+        ("pneumothorax", "negative", "definitive"), ("effusion", "positive", "tentative")]
+
+
+@pytest.mark.parametrize("text", ["No focal consolidation concerning for pneumonia.", "No pleural effusion, pneumothorax, or focal consolidation."])
+def test_negation_without_a_comma_hedge_still_spans_the_list(structurer, text):
+    assert {f.presence for f in structurer(text).findings} == {"negative"}
+
+
 def test_slash_pair_shares_location(structurer):
     findings = structurer("Left lower lobe collapse/consolidation.").findings
     assert [(f.lesion_type, f.locations) for f in findings] == [
