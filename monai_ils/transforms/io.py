@@ -42,6 +42,30 @@ def _tag(meta: Mapping, tag: str):
     return entry
 
 
+def _first_line(err: BaseException) -> str:
+    """``Type: first line`` of an exception: MONAI's reader errors carry every fallback reader's traceback."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+def _load_failure(path: Path, err: BaseException, dicom: bool) -> str:
+    """Why a file did not load: the format library's own complaint about it (pydicom reading the header, PIL
+    identifying the bitmap) when it has one, else the first line of MONAI's error."""
+    try:
+        if dicom:
+            import pydicom
+
+            pydicom.dcmread(str(path), stop_before_pixels=True)
+        else:
+            from PIL import Image
+
+            with Image.open(path) as image:
+                image.verify()
+    except Exception as probe_err:  # noqa: BLE001 - any failure here is the reason worth reporting
+        return _first_line(probe_err)
+    return _first_line(err)
+
+
 class LoadCXR(Transform):
     """Load one chest X-ray file into a float32 MetaTensor of shape [1, H, W].
 
@@ -92,7 +116,7 @@ class LoadCXR(Transform):
                 warnings.filterwarnings("ignore", message=".*(ImageOrientationPatient|nvImageCodec).*")
                 image = self._dicom(str(path))
         except Exception as err:  # pydicom/MONAI raise many types for corrupt files
-            raise CXRLoadError(f"{path}: not a readable DICOM image ({type(err).__name__}: {err}).") from err
+            raise CXRLoadError(f"{path}: not a readable DICOM image ({_load_failure(path, err, dicom=True)}).") from err
         meta = image.meta
         pixels = np.asarray(image).T  # MONAI's reader gives (columns, rows)
         if pixels.ndim != 2:
@@ -120,7 +144,7 @@ class LoadCXR(Transform):
         try:
             image = np.array(self._bitmap(str(path)))
         except Exception as err:
-            raise CXRLoadError(f"{path}: not a readable image ({type(err).__name__}: {err}).") from err
+            raise CXRLoadError(f"{path}: not a readable image ({_load_failure(path, err, dicom=False)}).") from err
         if image.ndim == 3:  # RGB(A) export of a greyscale radiograph
             image = image[..., :3].mean(axis=-1)
         bits = 16 if image.dtype == np.uint16 or image.max(initial=0) > 255 else 8

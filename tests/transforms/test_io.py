@@ -57,8 +57,15 @@ def test_lateral_view_is_flagged_or_rejected(tmp_path):
 def test_corrupt_and_missing_files_name_the_file(tmp_path):
     bad = tmp_path / "broken.dcm"
     bad.write_bytes(b"DICM" + bytes(200))
-    with pytest.raises(CXRLoadError, match="broken.dcm: not a readable DICOM image"):
+    with pytest.raises(CXRLoadError, match="broken.dcm: not a readable DICOM image") as error:
         LoadCXR()(bad)
+    # the cause in one line, not MONAI's list of every reader it tried with their tracebacks
+    message = str(error.value)
+    assert "InvalidDicomError" in message and "Traceback" not in message and "\n" not in message
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(CXRLoadError, match=r"broken.png: not a readable image \(.+\)\.$") as error:
+        LoadCXR()(tmp_path / "broken.png")
+    assert "cannot identify image file" in str(error.value) and "Traceback" not in str(error.value)
     with pytest.raises(CXRLoadError, match="nothere.png: file not found"):
         LoadCXR()(tmp_path / "nothere.png")
 
