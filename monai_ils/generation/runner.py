@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +127,9 @@ class GenerationRunner:
         progress: show a tqdm bar.
         overwrite: start afresh even if the folder holds a run with other settings.
         overlays: write the processor's overlay PNGs.
+        num_workers: 0 or 1 processes studies in this process; N > 1 spreads them over N spawned worker
+            processes (one thread each), each with its own copy of the processor. Lines are still written
+            in input order, and pairs are seeded per study, so the output is the same as with one process.
     """
 
     def __init__(
@@ -138,11 +142,14 @@ class GenerationRunner:
         progress: bool = True,
         overwrite: bool = False,
         overlays: bool = True,
+        num_workers: int = 0,
     ):
         if int(shard_size) < 1:
             raise ValueError(f"shard_size must be >= 1, got {shard_size!r}.")
         if limit is not None and int(limit) < 0:
             raise ValueError(f"limit must be >= 0 or None, got {limit!r}.")
+        if int(num_workers) < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers!r}.")
         self.output_dir = Path(output_dir)
         self.processor = processor
         self.shard_size = int(shard_size)
@@ -151,6 +158,7 @@ class GenerationRunner:
         self.progress = progress
         self.overwrite = overwrite
         self.write_overlays = overlays
+        self.num_workers = int(num_workers)
 
     # ------------------------------------------------------------------------------------------
     # folders and manifest
@@ -304,39 +312,29 @@ class GenerationRunner:
         processed_now = 0
         index = len(manifest["shards"])  # the shard being written
         base = done  # input position of its first study
-        part_stream, resume_keys, part_lines = None, [], 0
+        part_stream, resume_keys = self._open_part(index)  # lines an interrupted run already wrote
+        part_lines = len(resume_keys)
+        studies = self._lines(self._pending(records, done, starts), first_new=done + len(resume_keys))
         try:
-            for position, record in enumerate(records):
-                if self.limit is not None and position >= self.limit:
-                    break
-                if position < done:
-                    expected = starts.get(position)
-                    if expected is not None and expected != record.key:
-                        raise RuntimeError(
-                            f"The input changed since this run started: study {position} is {record.key!r}, a finished "
-                            f"shard began with {expected!r}. Use a new output folder."
-                        )
-                    continue
+            for position, record, line in studies:
                 if part_stream is None:
-                    part_stream, resume_keys = self._open_part(index)
-                    part_lines = len(resume_keys)
+                    part_stream, _ = self._open_part(index)
+                    part_lines = 0
                 offset = position - base
-                if offset < len(resume_keys):  # written by the interrupted run
+                if line is None:  # written by the interrupted run
                     if resume_keys[offset] != record.key:
                         raise RuntimeError(
                             f"The input changed since this run started: {self.shard_path(index, True)} line {offset + 1} is "
                             f"{resume_keys[offset]!r}, the input has {record.key!r}. Use a new output folder."
                         )
-                    bar.update(1)
                 else:
-                    line = self.process_one(record)
                     part_stream.write(json.dumps(line, sort_keys=True) + "\n")
                     part_stream.flush()
                     os.fsync(part_stream.fileno())
                     part_lines += 1
                     processed_now += 1
-                    bar.update(1)
-                if part_lines >= self.shard_size and offset + 1 >= len(resume_keys):
+                bar.update(1)
+                if part_lines >= self.shard_size and position + 1 >= done + len(resume_keys):
                     part_stream.close()
                     part_stream = None
                     self._finish_shard(manifest, index)
@@ -349,6 +347,7 @@ class GenerationRunner:
                 else:
                     self.shard_path(index, part=True).unlink(missing_ok=True)
         finally:
+            studies.close()  # stops the workers at once if the run fails
             if part_stream is not None:
                 part_stream.close()
             bar.close()
@@ -366,6 +365,54 @@ class GenerationRunner:
             kept["files"] = {k: str(Path(v).relative_to(self.output_dir)) for k, v in summary.files.items()}
             (self.output_dir / "summary.json").write_text(json.dumps(kept, indent=1, sort_keys=True) + "\n")
         return summary
+
+    def _pending(self, records: Iterable[StudyRecord], done: int, starts: dict[int, str]) -> Iterator[tuple[int, StudyRecord]]:
+        """``(position, record)`` from position ``done`` on (up to ``limit``), after checking the finished shards' keys."""
+        for position, record in enumerate(records):
+            if self.limit is not None and position >= self.limit:
+                return
+            if position < done:
+                expected = starts.get(position)
+                if expected is not None and expected != record.key:
+                    raise RuntimeError(
+                        f"The input changed since this run started: study {position} is {record.key!r}, a finished "
+                        f"shard began with {expected!r}. Use a new output folder."
+                    )
+                continue
+            yield position, record
+
+    def _lines(self, pending: Iterable[tuple[int, StudyRecord]], first_new: int) -> Iterator[tuple[int, StudyRecord, dict | None]]:
+        """``(position, record, shard line)`` in input order; the line is None before ``first_new`` (already written).
+
+        With workers, at most ``2 * num_workers`` studies are in flight, so memory stays bounded and a
+        changed input is still reported at the study where it differs.
+        """
+        if self.num_workers <= 1:
+            for position, record in pending:
+                yield position, record, (self.process_one(record) if position >= first_new else None)
+            return
+        import multiprocessing
+
+        import pickle
+
+        try:
+            pickle.dumps(self.processor)
+        except Exception as err:
+            raise TypeError(
+                f"num_workers={self.num_workers} sends the processor to worker processes, but it cannot be pickled "
+                f"({type(err).__name__}: {err}). Use num_workers=0, or backends that can be copied (an in-process vLLM "
+                f"cannot; the HTTP client of a vLLM server can)."
+            ) from err
+        in_flight: deque = deque()
+        with multiprocessing.get_context("spawn").Pool(self.num_workers, initializer=_start_worker, initargs=(self,)) as pool:
+            for position, record in pending:
+                job = pool.apply_async(_process_in_worker, (record,)) if position >= first_new else None
+                in_flight.append((position, record, job))
+                while in_flight and (len(in_flight) > 2 * self.num_workers or in_flight[0][2] is None):
+                    position, record, job = in_flight.popleft()
+                    yield position, record, None if job is None else job.get()
+            for position, record, job in in_flight:
+                yield position, record, None if job is None else job.get()
 
     def _open_part(self, index: int):
         """Open shard ``index`` for appending; keep its complete lines and drop a torn last line."""
@@ -454,6 +501,24 @@ class GenerationRunner:
 
 
 # ------------------------------------------------------------------------------------------------
+_WORKER_RUNNER: GenerationRunner | None = None
+
+
+def _start_worker(runner: GenerationRunner) -> None:
+    """Worker initialiser: keep this process's copy of the runner; one thread, as the processes share the cores."""
+    global _WORKER_RUNNER
+    _WORKER_RUNNER = runner
+    import cv2
+    import torch
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+
+
+def _process_in_worker(record: StudyRecord) -> dict:
+    return _WORKER_RUNNER.process_one(record)
+
+
 def _read_lines(path: Path) -> Iterator[dict]:
     with Path(path).open() as stream:
         for number, raw in enumerate(stream, 1):

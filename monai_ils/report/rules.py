@@ -122,12 +122,21 @@ class RuleBasedStructurer:
     name = "rules"
 
     def __init__(self, lexicon: tuple[LexiconEntry, ...] = FINDING_LEXICON):
+        self.lexicon = tuple(lexicon)
         self.nlp = spacy.blank("en")
         self.context = build_context(self.nlp)
         self._lexicon = compile_lexicon(lexicon)
         self._priority = {entry: i for i, (_, entry) in enumerate(self._lexicon)}
         anchors = sorted({a for _, e in self._lexicon for a in e.anchors}, key=len, reverse=True)
         self._anchor_re = re.compile("|".join(map(re.escape, anchors)))
+
+    def __getstate__(self) -> dict:
+        # spaCy's extension attributes (ConText's ``Span._.modifiers``) are registered by building the
+        # pipeline, not by unpickling it: a copy sent to a worker process rebuilds it from the lexicon
+        return {"lexicon": self.lexicon}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["lexicon"])
 
     # ----------------------------------------------------------------------------------------------
     def __call__(self, section_text: str, section_name: str | None = None) -> StructuredReport:

@@ -1,6 +1,6 @@
 """Subprocess for the kill-and-resume test: run the generator, SIGKILL ourselves after k studies.
 
-usage: python resume_worker.py CSV OUT SHARD_SIZE KILL_AFTER(-1 = never)
+usage: python resume_worker.py CSV OUT SHARD_SIZE KILL_AFTER(-1 = never) [NUM_WORKERS]
 """
 
 import os
@@ -19,6 +19,7 @@ from monai_ils.generation.runner import GenerationRunner  # noqa: E402
 
 def main():
     csv_path, out, shard_size, kill_after = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    num_workers = int(sys.argv[5]) if len(sys.argv) > 5 else 0
     processor = PairsProcessor(toy_grounder, PairGenerator(seed=5))
     calls = {"n": 0}
 
@@ -28,7 +29,9 @@ def main():
         calls["n"] += 1
         return processor(record)
 
-    runner = GenerationRunner(out, killing, shard_size=shard_size, settings={"seed": 5}, progress=False)
+    # the killing wrapper is a closure and cannot go to worker processes: only a run that is not killed uses them
+    runner = GenerationRunner(out, killing if kill_after >= 0 else processor, shard_size=shard_size, settings={"seed": 5},
+                              progress=False, num_workers=num_workers)
     summary = runner.run(CSVStudyIndex(csv_path))
     print("processed_now", summary.processed_now)
 

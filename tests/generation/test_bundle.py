@@ -59,6 +59,18 @@ def test_bundle_command_on_the_sample_with_a_corrupt_dicom_and_an_empty_report(t
     assert not any(set(s.location) & reported for s in negatives)  # negatives point at empty regions only
     assert (out / "statistics.png").is_file() and "### train" in (out / "statistics.md").read_text()
 
+    # the same run over two worker processes (the real pipeline pickled into each) writes the same bytes
+    parallel = tmp_path / "parallel"
+    command[command.index(str(out))] = str(parallel)
+    done = subprocess.run(command + ["--num_workers", "2"], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert _tree_bytes(parallel) == _tree_bytes(out)
+
+
+def _tree_bytes(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
 
 def test_default_input_is_the_bundled_sample_with_its_thresholds():
     from monai.bundle import ConfigParser

@@ -100,14 +100,15 @@ def test_other_settings_are_refused_unless_overwrite(tmp_path):
     assert summary.processed_now == 3
 
 
-def test_changed_input_is_detected(tmp_path):
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_changed_input_is_detected(tmp_path, num_workers):
     out = tmp_path / "out"
     make_runner(out, limit=4).run(CSVStudyIndex(write_study_csv(tmp_path / "a", 8)))
     other = write_study_csv(tmp_path / "b", 8, reports=REPORTS[::-1])
     rows = (tmp_path / "b" / "studies.csv").read_text().replace("st0000", "xx0000")
     (tmp_path / "b" / "studies.csv").write_text(rows)
     with pytest.raises(RuntimeError, match="input changed"):
-        make_runner(out).run(CSVStudyIndex(other))
+        make_runner(out, num_workers=num_workers).run(CSVStudyIndex(other))
 
 
 def test_processor_errors_are_records_with_stage(tmp_path):
@@ -142,9 +143,9 @@ def test_torn_last_line_is_dropped_on_resume(tmp_path):
     assert tree_bytes(out) == tree_bytes(reference)
 
 
-def _worker(csv_path, out, shard_size, kill_after):
+def _worker(csv_path, out, shard_size, kill_after, num_workers=0):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, str(WORKER), str(csv_path), str(out), str(shard_size), str(kill_after)],
+    return subprocess.run([sys.executable, str(WORKER), str(csv_path), str(out), str(shard_size), str(kill_after), str(num_workers)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -169,6 +170,42 @@ def test_killed_run_resumes_identical_to_uninterrupted(tmp_path, uninterrupted, 
     assert resumed.returncode == 0, resumed.stderr
     assert f"processed_now {13 - kill_after}" in resumed.stdout
     assert tree_bytes(out) == tree_bytes(reference)
+
+
+def test_killed_run_resumed_with_workers_is_identical(tmp_path, uninterrupted):
+    """Killed mid-shard by a one-process run, finished by two worker processes: still the clean run's bytes."""
+    csv_path, reference = uninterrupted
+    out = tmp_path / "out"
+    assert _worker(csv_path, out, 4, 5).returncode == -9
+    resumed = _worker(csv_path, out, 4, -1, num_workers=2)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "processed_now 8" in resumed.stdout
+    assert tree_bytes(out) == tree_bytes(reference)
+
+
+def test_workers_write_what_one_process_writes(tmp_path):
+    csv_path = write_study_csv(tmp_path / "in", 11)  # with a failing study and two skipped ones
+    make_runner(tmp_path / "one").run(CSVStudyIndex(csv_path))
+    summary = make_runner(tmp_path / "two", num_workers=2).run(CSVStudyIndex(csv_path))
+    assert (summary.studies, summary.processed_now, summary.errors, summary.skipped) == (11, 11, 1, 2)
+    assert tree_bytes(tmp_path / "two") == tree_bytes(tmp_path / "one")
+
+
+def test_processor_that_cannot_be_pickled_is_refused_with_workers(tmp_path):
+    lock = __import__("threading").Lock()
+
+    def processor(record):  # a closure over a lock: cannot go to a worker process
+        with lock:
+            return PairsProcessor(toy_grounder)(record)
+
+    runner = GenerationRunner(tmp_path / "out", processor, num_workers=2, progress=False)
+    with pytest.raises(TypeError, match="num_workers=2 .* cannot be pickled"):
+        runner.run(CSVStudyIndex(write_study_csv(tmp_path / "in", 2)))
+
+
+def test_negative_num_workers_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="num_workers"):
+        make_runner(tmp_path, num_workers=-1)
 
 
 def test_exported_images_replace_the_image_path(tmp_path):

@@ -291,3 +291,14 @@ def test_vllm_backend_only_when_it_imports():
         pytest.skip("vllm is installed here")
     with pytest.raises(ImportError, match="use HTTPChatBackend instead"):
         VLLMChatBackend("/nonexistent")
+
+
+def test_http_structurer_survives_pickling_for_worker_processes(server):
+    """The generation runner's workers get a pickled copy: sessions and threads are rebuilt, answers unchanged."""
+    import pickle
+
+    structurer = LLMStructurer(HTTPChatBackend(server.url, model="oracle", concurrency=2))
+    before = structurer.structure(GOOD_REPORT, "findings").findings
+    copy = pickle.loads(pickle.dumps(structurer))
+    assert copy.backend._pool is None and copy.backend.url == structurer.backend.url
+    assert copy.structure(GOOD_REPORT, "findings").findings == before

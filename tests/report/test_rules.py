@@ -170,3 +170,19 @@ def test_slash_pair_shares_location(structurer):
     findings = structurer("Left lower lobe collapse/consolidation.").findings
     assert [(f.lesion_type, f.locations) for f in findings] == [
         ("atelectasis", ["lung lower lobe left"]), ("consolidation", ["lung lower lobe left"])]
+
+
+def _structure_in_this_process(structurer, text):
+    return [(f.lesion_type, f.presence, f.certainty, f.locations) for f in structurer(text).findings]
+
+
+def test_structurer_works_after_pickling_into_a_fresh_process(structurer):
+    """Generation workers receive the structurer pickled; spaCy's extensions must exist in the new process."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    text = "Left basilar opacity, likely atelectasis. No pleural effusion."
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        remote = pool.submit(_structure_in_this_process, structurer, text).result(timeout=120)
+    assert remote == _structure_in_this_process(structurer, text)
+    assert remote[0][:3] == ("opacity", "positive", "tentative")

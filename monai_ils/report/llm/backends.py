@@ -103,6 +103,15 @@ class HTTPChatBackend:
         self._local = threading.local()
         self._pool: ThreadPoolExecutor | None = None  # kept between calls so HTTP sessions are reused
 
+    def __getstate__(self) -> dict:
+        # a copy for a worker process opens its own sessions and threads
+        return {k: v for k, v in self.__dict__.items() if k not in ("_requests", "_local", "_pool")}
+
+    def __setstate__(self, state: dict) -> None:
+        import requests
+
+        self.__dict__.update(state, _requests=requests, _local=threading.local(), _pool=None)
+
     def _session(self):
         if getattr(self._local, "session", None) is None:
             self._local.session = self._requests.Session()
