@@ -24,10 +24,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
+import pickle
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -296,6 +300,8 @@ class GenerationRunner:
                 _clear_run(self.output_dir)
         self.shard_dir.mkdir(parents=True, exist_ok=True)
         manifest = self.load_manifest()
+        if not manifest["complete"]:
+            _remove_temporaries(self.output_dir)  # what a killed run was writing when it died
         self._recover_finished_shards(manifest)
         manifest["complete"] = False
         self._save_manifest(manifest)
@@ -391,10 +397,6 @@ class GenerationRunner:
             for position, record in pending:
                 yield position, record, (self.process_one(record) if position >= first_new else None)
             return
-        import multiprocessing
-
-        import pickle
-
         try:
             pickle.dumps(self.processor)
         except Exception as err:
@@ -403,16 +405,36 @@ class GenerationRunner:
                 f"({type(err).__name__}: {err}). Use num_workers=0, or backends that can be copied (an in-process vLLM "
                 f"cannot; the HTTP client of a vLLM server can)."
             ) from err
-        in_flight: deque = deque()
-        with multiprocessing.get_context("spawn").Pool(self.num_workers, initializer=_start_worker, initargs=(self,)) as pool:
+        pool = ProcessPoolExecutor(self.num_workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_start_worker, initargs=(self,))
+        in_flight: deque = deque()  # (position, record, future or None), oldest first
+        awaited = None  # the entry whose line is being waited for
+
+        def oldest():
+            nonlocal awaited
+            awaited = in_flight.popleft()
+            position, record, job = awaited
+            line = None if job is None else job.result()
+            awaited = None
+            return position, record, line
+
+        record = None
+        try:
             for position, record in pending:
-                job = pool.apply_async(_process_in_worker, (record,)) if position >= first_new else None
+                job = pool.submit(_process_in_worker, record) if position >= first_new else None
                 in_flight.append((position, record, job))
                 while in_flight and (len(in_flight) > 2 * self.num_workers or in_flight[0][2] is None):
-                    position, record, job = in_flight.popleft()
-                    yield position, record, None if job is None else job.get()
-            for position, record, job in in_flight:
-                yield position, record, None if job is None else job.get()
+                    yield oldest()
+            while in_flight:
+                yield oldest()
+        except BrokenProcessPool as err:  # from submit() or result(), whichever notices first
+            first_unwritten = awaited or (in_flight[0] if in_flight else (None, record, None))
+            raise RuntimeError(
+                f"a worker process died (out of memory?) with study {first_unwritten[1].key!r} in flight. What is "
+                f"written is kept: run the same command again to resume."
+            ) from err
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _open_part(self, index: int):
         """Open shard ``index`` for appending; keep its complete lines and drop a torn last line."""
@@ -568,11 +590,22 @@ def _save_rgb(rgb, path: Path) -> None:
     tmp.replace(path)
 
 
+_WRITTEN_FOLDERS = ("masks", "overlays", "images")  # what process_one writes besides the shards
+
+
+def _remove_temporaries(folder: Path) -> None:
+    """Delete the hidden ``.*.tmp`` files that masks, overlays, images and the merge are written through
+    (only in our own folders: the output folder may hold other things)."""
+    leftovers = [*folder.glob(".*.tmp"), *(p for name in _WRITTEN_FOLDERS for p in (folder / name).rglob(".*.tmp"))]
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+
+
 def _clear_run(folder: Path) -> None:
     """Remove what a previous run wrote (only our own files and folders)."""
     import shutil
 
-    for name in ("shards", "masks", "overlays", "images"):
+    for name in ("shards", *_WRITTEN_FOLDERS):
         shutil.rmtree(folder / name, ignore_errors=True)
     for name in ("manifest.json", "dataset.json", "pairs.jsonl", "errors.jsonl", "summary.json", "statistics.csv", "statistics.md", "statistics.png"):
         (folder / name).unlink(missing_ok=True)

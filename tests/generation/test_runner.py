@@ -191,6 +191,47 @@ def test_workers_write_what_one_process_writes(tmp_path):
     assert tree_bytes(tmp_path / "two") == tree_bytes(tmp_path / "one")
 
 
+class _DiesOnStudy:
+    """A processor whose process exits abruptly on one study, as a worker killed for memory would."""
+
+    def __init__(self, key):
+        self.key, self.processor = key, PairsProcessor(toy_grounder, PairGenerator(seed=5))
+
+    def __call__(self, record):
+        if record.key == self.key:
+            os._exit(3)
+        return self.processor(record)
+
+
+def test_dead_worker_stops_the_run_and_a_rerun_completes_it(tmp_path):
+    csv_path = write_study_csv(tmp_path / "in", 11)
+    make_runner(tmp_path / "ref").run(CSVStudyIndex(csv_path))
+    out = tmp_path / "out"
+    dying = GenerationRunner(out, _DiesOnStudy("st0005"), shard_size=4, settings={"seed": 5}, progress=False, num_workers=2)
+    with pytest.raises(RuntimeError, match="worker process died .* study 'st000[45]' in flight.*run the same command again"):
+        dying.run(CSVStudyIndex(csv_path))
+    assert not (out / "dataset.json").exists()
+    summary = make_runner(out).run(CSVStudyIndex(csv_path))
+    assert summary.studies == 11 and 6 <= summary.processed_now <= 7  # st0004 may be written, or lost with the broken pool
+    assert tree_bytes(out) == tree_bytes(tmp_path / "ref")
+
+
+def test_resume_removes_what_a_killed_writer_left_half_written(tmp_path):
+    csv_path = write_study_csv(tmp_path / "in", 6)
+    out = tmp_path / "out"
+    make_runner(out, limit=3).run(CSVStudyIndex(csv_path), merge=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({**manifest, "complete": False}))  # as if killed
+    leftovers = [out / "masks" / "st0004" / ".mask_0.png.4242.tmp", out / ".pairs.jsonl.tmp"]
+    foreign = out / "notes" / ".draft.tmp"
+    for path in (*leftovers, foreign):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
+    make_runner(out).run(CSVStudyIndex(csv_path))
+    assert not any(path.exists() for path in leftovers)
+    assert foreign.read_bytes() == b"half"  # not ours: left alone
+
+
 def test_processor_that_cannot_be_pickled_is_refused_with_workers(tmp_path):
     lock = __import__("threading").Lock()
 
