@@ -393,10 +393,14 @@ class GenerationRunner:
         With workers, at most ``2 * num_workers`` studies are in flight, so memory stays bounded and a
         changed input is still reported at the study where it differs.
         """
-        if self.num_workers <= 1:
-            for position, record in pending:
-                yield position, record, (self.process_one(record) if position >= first_new else None)
+        if self.num_workers > 1:
+            yield from self._lines_in_workers(pending, first_new)
             return
+        for position, record in pending:
+            yield position, record, (self.process_one(record) if position >= first_new else None)
+
+    def _lines_in_workers(self, pending: Iterable[tuple[int, StudyRecord]], first_new: int) -> Iterator[tuple[int, StudyRecord, dict | None]]:
+        """:meth:`_lines` over ``num_workers`` spawned processes, each with a pickled copy of this runner."""
         try:
             pickle.dumps(self.processor)
         except Exception as err:
