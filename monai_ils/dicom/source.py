@@ -65,5 +65,6 @@ def secondary_capture(image: np.ndarray, study_key: str, spacing_mm: tuple[float
         software_versions=f"monai-ils {__version__}",
     )
     sc.ImageComments = NO_ORIGINAL_NOTE
+    sc.BodyPartExamined = "CHEST"  # an unpaired body part: dciodvfy then wants no Laterality
     sc.Modality = "OT"
     return sc
