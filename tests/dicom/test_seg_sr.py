@@ -185,3 +185,21 @@ def test_mask_of_another_size_is_refused_with_the_finding_named(rg1_path, rg1, t
     study.findings[0].mask = np.ones((10, 10), bool)
     with pytest.raises(ValueError, match=r"finding 0 \(opacity\) is \(10, 10\)"):
         export_study_dicom(study, tmp_path)
+
+
+def test_processor_reports_a_failed_export_as_stage_dicom(tmp_path):
+    from monai_ils.data.mimic_cxr import StudyRecord
+    from monai_ils.dicom import DicomExporter
+    from monai_ils.generation.processor import PairsProcessor
+    from monai_ils.generation.runner import StageError
+
+    png = tmp_path / "x.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(png)
+    study = grounding(png, (8, 8))  # a PNG, and the grounding carries no image to make a Secondary Capture from
+    processor = PairsProcessor(lambda record: study, dicom_exporter=DicomExporter(tmp_path / "dicom"))
+    record = StudyRecord(key="s1", image_path=str(png), view_position="PA", report_text="x")
+    with pytest.raises(StageError, match="carries no image") as caught:
+        processor(record)
+    assert caught.value.stage == "dicom"
+    with pytest.raises(ValueError, match="increasing order"):
+        DicomExporter(tmp_path, ctr_bands=(("mild", 0.6), ("normal", 0.5)))
