@@ -242,6 +242,22 @@ DEFAULT_THRESHOLDS = ThresholdTable()
 CARDIOMEGALY_NEGATIVE_MAX_CTR = 0.45
 """Cardiomegaly negatives are generated only when the cardiothoracic ratio is at most this (Appendix D.3)."""
 
+CTR_SEVERITY_BANDS: tuple[tuple[str, float], ...] = (("normal", 0.51), ("mild", 0.55), ("moderate", 0.60), ("severe", float("inf")))
+"""Cardiothoracic-ratio bands as (name, upper bound): normal < 0.51, mild 0.51-0.55, moderate 0.55-0.60,
+severe > 0.60 (the band scheme of a chest X-ray multi-task model); the DICOM SR reports the band."""
+
+
+def ctr_severity(ctr: float, bands=CTR_SEVERITY_BANDS) -> str:
+    """The band of ``ctr``: the first whose upper bound is above it (a bound itself belongs to the next band)."""
+    bands = tuple((str(name), float(upper)) for name, upper in bands)
+    uppers = [upper for _, upper in bands]
+    if not bands or uppers != sorted(uppers):
+        raise ValueError(f"CTR severity bands must be (name, upper bound) pairs in increasing order, got {bands!r}.")
+    for name, upper in bands:
+        if float(ctr) < upper:
+            return name
+    raise ValueError(f"CTR {ctr} is above the last band's upper bound {uppers[-1]}; end the bands with inf.")
+
 
 def thresholds_for(
     lesion_type: str, thresholds: ThresholdTable | GroundingThresholds | Mapping | None = None

@@ -103,6 +103,8 @@ class StudyGrounding:
     qc_passed: the study passed quality control (frontal view, anatomy cross-check); if not, no pairs.
     qc_reasons: why it did not (recorded by the runner).
     image: the [H, W] image the masks belong to, only used to draw overlays (optional).
+    sentences: the report section's sentences (``GroundedFinding.sentence_index`` counts from 1 into them);
+        the DICOM SR quotes a finding's sentence. None when unknown.
     """
 
     study_key: str
@@ -115,6 +117,7 @@ class StudyGrounding:
     qc_reasons: list[str] = field(default_factory=list)
     image_shape: tuple[int, int] | None = None
     image: np.ndarray | None = field(default=None, repr=False)
+    sentences: list[str] | None = field(default=None, repr=False)
 
     def __post_init__(self):
         if self.empty_locations is not None:

@@ -246,6 +246,7 @@ class GroundingPipeline:
             qc_reasons=qc_reasons,
             image_shape=shape,
             image=_to_numpy(image)[0] if self.keep_image else None,
+            sentences=list(report.sentences),
         )
 
     # ------------------------------------------------------------------------------------------

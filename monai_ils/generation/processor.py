@@ -31,10 +31,12 @@ class PairsProcessor:
         overlays: draw one overlay PNG per positive mask when the grounding carries the image.
         export_images: write an 8-bit PNG of each image into the dataset and point its pairs at it (what
             ROSALIA's training code reads; it cannot read DICOM). Needs the grounding to carry the image.
+        dicom_exporter: ``grounding -> {kind: path}`` (``monai_ils.dicom.DicomExporter``) writing the study's DICOM
+            SEG and TID 1500 SR; its paths go into the shard line's ``info["dicom"]``. None: no DICOM output.
     """
 
     def __init__(self, grounder: Grounder, generator: PairGenerator | None = None, qc: StudyQC | None = None, overlays: bool = True,
-                 export_images: bool = False):
+                 export_images: bool = False, dicom_exporter: Callable[[StudyGrounding], dict] | None = None):
         if not callable(grounder):
             raise TypeError(f"grounder must be callable (record -> StudyGrounding), got {type(grounder).__name__}.")
         self.grounder = grounder
@@ -42,6 +44,7 @@ class PairsProcessor:
         self.qc = qc or StudyQC()
         self.overlays = bool(overlays)
         self.export_images = bool(export_images)
+        self.dicom_exporter = dicom_exporter
 
     def __call__(self, record: StudyRecord) -> StudyResult:
         verdict = self.qc.check_view(record.view_position)
@@ -70,6 +73,11 @@ class PairsProcessor:
             "grounded": sum(1 for f in grounding.findings if f.is_grounded),
             "ctr": None if grounding.ctr is None else round(float(grounding.ctr), 4),
         }
+        if self.dicom_exporter is not None:
+            try:
+                info["dicom"] = self.dicom_exporter(grounding)
+            except Exception as err:
+                raise StageError("dicom", f"{type(err).__name__}: {err}") from err
         image = None
         if self.export_images:
             if grounding.image is None:

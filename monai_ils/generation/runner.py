@@ -594,7 +594,7 @@ def _save_rgb(rgb, path: Path) -> None:
     tmp.replace(path)
 
 
-_WRITTEN_FOLDERS = ("masks", "overlays", "images")  # what process_one writes besides the shards
+_WRITTEN_FOLDERS = ("masks", "overlays", "images", "dicom")  # what process_one writes besides the shards
 
 
 def _remove_temporaries(folder: Path) -> None:
