@@ -20,3 +20,6 @@ def tiny_data(tmp_path_factory):
     from monai_ils.models.testing import write_tiny_ils_dataset
 
     return write_tiny_ils_dataset(tmp_path_factory.mktemp("tiny_ils"))
+
+# A throw-away Orthanc (DICOMweb) for any test folder; skips with the reason when Orthanc is not installed.
+from tests.support.orthanc import orthanc_server  # noqa: E402,F401  (pytest fixture)
