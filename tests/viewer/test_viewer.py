@@ -103,17 +103,34 @@ def choose_model(driver, model: str) -> None:
     Select(driver.find_element(By.CSS_SELECTOR, "[data-testid=ils-model]")).select_by_value(model)
 
 
+STATUS = "document.querySelector('[data-testid=ils-status]')"
+
+
 def run_and_wait(driver, timeout: float = 240.0) -> str:
+    """Click Run and wait until the panel counts one more finished run; returns its status line."""
     from selenium.webdriver.common.by import By
 
+    runs = int(driver.execute_script(f"return {STATUS}.dataset.runs"))
     driver.find_element(By.CSS_SELECTOR, "[data-testid=ils-run]").click()
     return wait_for(
         driver,
-        "const s = document.querySelector('[data-testid=ils-status]'); const t = s && s.textContent;"
-        "return t && !t.startsWith('Running') && t.length ? t : null;",
+        f"const s = {STATUS}; return Number(s.dataset.runs) > {runs} ? s.textContent : null;",
         timeout,
         "the panel's status after Run",
     )
+
+
+def type_into(driver, selector: str, text: str) -> None:
+    """Replace a field's text with keystrokes, as a user does (select all, delete, type)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    field = driver.find_element(By.CSS_SELECTOR, selector)
+    field.click()
+    field.send_keys(Keys.CONTROL, "a")
+    field.send_keys(Keys.BACKSPACE)
+    if text:
+        field.send_keys(text)
 
 
 def mask_and_background_points(mask: np.ndarray, n: int = 200, margin: int = 8, seed: int = 0):
@@ -165,9 +182,7 @@ def test_rosalia_instruction_draws_mask_and_shows_answer(page, ils_server, ortha
     page.save_screenshot(str(screenshots / "0_study_opened.png"))
 
     choose_model(page, "rosalia")
-    field = page.find_element(By.CSS_SELECTOR, "[data-testid=ils-instruction]")
-    field.clear()
-    field.send_keys(INSTRUCTION)
+    type_into(page, "[data-testid=ils-instruction]", INSTRUCTION)
     status = run_and_wait(page)
     assert status.startswith("Done"), status
     time.sleep(1.5)  # the labelmap redraw follows the data-modified event
@@ -199,9 +214,7 @@ def test_grounding_report_draws_its_mask(page, ils_server, orthanc, screenshots)
     assert present and label.any(), "the grounding of the sample report has a mask"
 
     choose_model(page, "grounding")
-    box = page.find_element(By.CSS_SELECTOR, "[data-testid=ils-report]")
-    box.clear()
-    box.send_keys(report)
+    type_into(page, "[data-testid=ils-report]", report)
     assert page.execute_script("return document.querySelector('[data-testid=ils-report]').value") == report
     status = run_and_wait(page)
     assert status.startswith("Done"), status
@@ -226,8 +239,8 @@ def test_empty_instruction_toast_shows_server_reason(page, ils_server, orthanc, 
     detail = refused.json()["detail"]
 
     choose_model(page, "rosalia")
-    field = page.find_element(By.CSS_SELECTOR, "[data-testid=ils-instruction]")
-    field.clear()
+    type_into(page, "[data-testid=ils-instruction]", "")
+    assert page.execute_script("return document.querySelector('[data-testid=ils-instruction]').value") == ""
     status = run_and_wait(page, timeout=60)
     assert "HTTP 400" in status, status
     toast = wait_for(
@@ -239,3 +252,22 @@ def test_empty_instruction_toast_shows_server_reason(page, ils_server, orthanc, 
     )
     assert detail[:80] in toast
     page.save_screenshot(str(screenshots / "3_empty_instruction_toast.png"))
+
+
+def test_monailabel_client_path_unchanged_behind_the_wrapper(ils_server, orthanc, tmp_path):
+    """MONAI Label's own Python client (as 3D Slicer-style tools call /infer) against the wrapped server."""
+    from monailabel.client import MONAILabelClient
+
+    client = MONAILabelClient(ils_server, tmpdir=str(tmp_path))
+    info = client.info()
+    assert set(info["models"]) == {"rosalia", "grounding"} and info["lesion_types"][0] == "cardiomegaly"
+    label, params = client.infer("rosalia", orthanc.series_uid, {"instruction": INSTRUCTION})
+    expected = server_infer(ils_server, "rosalia", orthanc.series_uid, {"instruction": INSTRUCTION}, "image")
+    np.testing.assert_array_equal(np.asarray(Image.open(label)), np.asarray(Image.open(io.BytesIO(expected.content))))
+    assert isinstance(params["answer"], str) and params["image"]["photometric_interpretation"] == "MONOCHROME1"
+    # MONAI Label's own routes are still there beside /viewer/
+    assert requests.get(f"{ils_server}/ohif/", timeout=30).status_code == 200
+    assert requests.get(f"{ils_server}/viewer", timeout=30, allow_redirects=False).status_code in (301, 302, 307)
+    assert requests.get(f"{ils_server}/viewer/no/such/asset.js", timeout=30).status_code == 404
+    routed = requests.get(f"{ils_server}/viewer/ils-cxr?StudyInstanceUIDs={orthanc.study_uid}", timeout=30)
+    assert routed.status_code == 200 and "window.PUBLIC_URL = '/viewer/'" in routed.text

@@ -62,7 +62,7 @@ function findingLines(result: Record<string, any>): string[] {
   return findings.map(f => {
     const where = (f.grounded_location?.length ? f.grounded_location : f.reported_location || []).join(', ');
     const mask = f.label ? `${f.pixels} px` : 'no mask';
-    return `${f.lesion} (${f.presence}${f.certainty ? `, ${f.certainty}` : ''})${where ? ` in ${where}` : ''}: ${mask}`;
+    return `${f.lesion || "any lesion"} (${f.presence}${f.certainty ? `, ${f.certainty}` : ''})${where ? ` in ${where}` : ''}: ${mask}`;
   });
 }
 
@@ -137,11 +137,12 @@ async function run(props: PanelProps, info: ServerInfo): Promise<void> {
       answer,
       warnings,
       findings: findingLines(result),
+      runs: getState().runs + 1,
     });
   } catch (err) {
     const detail = err instanceof ServerError ? err.detail : err instanceof Error ? err.message : String(err);
     const title = err instanceof ServerError && err.status ? `${model} refused (HTTP ${err.status})` : `${model} failed`;
-    setState({ busy: false, status: `${title}.`, error: detail });
+    setState({ busy: false, status: `${title}.`, error: detail, runs: getState().runs + 1 });
     notify(servicesManager, title, detail, 'error');
   }
 }
@@ -247,7 +248,9 @@ export function IlsPanel(props: PanelProps) {
           {state.busy ? 'Running…' : 'Run'}
         </button>
       </div>
-      <div data-testid="ils-status">{state.status}</div>
+      <div data-testid="ils-status" data-runs={state.runs}>
+        {state.status}
+      </div>
       {state.error && (
         <div style={{ ...styles.box, borderColor: '#c0504d' }} data-testid="ils-error">
           {state.error}

@@ -11,6 +11,8 @@ export interface PanelState {
   warnings: string[];
   findings: string[];
   error: string | null;
+  /** Completed runs (success or failure): lets a page script see that a run has ended. */
+  runs: number;
 }
 
 const initial: PanelState = {
@@ -23,6 +25,7 @@ const initial: PanelState = {
   warnings: [],
   findings: [],
   error: null,
+  runs: 0,
 };
 
 let state: PanelState = { ...initial };
