@@ -271,3 +271,18 @@ def test_monailabel_client_path_unchanged_behind_the_wrapper(ils_server, orthanc
     assert requests.get(f"{ils_server}/viewer/no/such/asset.js", timeout=30).status_code == 404
     routed = requests.get(f"{ils_server}/viewer/ils-cxr?StudyInstanceUIDs={orthanc.study_uid}", timeout=30)
     assert routed.status_code == 200 and "window.PUBLIC_URL = '/viewer/'" in routed.text
+
+
+def test_study_list_offers_the_mode_for_the_cr(browser, ils_server, orthanc, screenshots):
+    """The study list (QIDO through the server's proxy) shows the CR, and 'Chest X-ray ILS' is enabled for it."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{ils_server}/viewer/")
+    uid = orthanc.study_uid
+    wait_for(browser, f"return !!document.querySelector('[data-cy=\"studyRow-{uid}\"]')", 60, "the CR in the study list")
+    browser.find_element(By.CSS_SELECTOR, f'[data-cy="studyRow-{uid}"]').click()
+    selector = f'[data-cy="mode-ils-cxr-{uid}"]'
+    wait_for(browser, f"return !!document.querySelector('{selector}')", 20, "the mode buttons of the expanded row")
+    button = browser.find_element(By.CSS_SELECTOR, selector)
+    assert button.text.strip() == "Chest X-ray ILS" and button.is_enabled()
+    browser.save_screenshot(str(screenshots / "4_study_list.png"))
