@@ -10,11 +10,11 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.label.conftest import _wait_ready  # the label tests' bounded wait for /info/
 from tests.support.orthanc import OrthancServer, free_port, orthanc_unavailable_reason
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,7 +23,7 @@ VIEWER_DIR = APP_DIR / "viewer"
 VIEWER_DIST = VIEWER_DIR / "dist"
 SCREENSHOTS = Path(os.environ.get("ILS_VIEWER_SCREENSHOTS", ROOT / "outputs" / "viewer_screenshots"))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None)
+CHROMEDRIVER = shutil.which("chromedriver")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -124,22 +124,6 @@ def ils_server(work, orthanc, tiny_rosalia, viewer_build):
             process.kill()
             process.wait(timeout=5)
         log.close()
-
-
-def _wait_ready(url: str, process, log_path: Path, timeout: float = 240.0) -> None:
-    import requests
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"monailabel server exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
-        try:
-            if requests.get(f"{url}/info/", timeout=5).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(1.0)
-    raise RuntimeError(f"monailabel server did not answer within {timeout} s:\n{log_path.read_text()[-4000:]}")
 
 
 @pytest.fixture(scope="session")
