@@ -24,6 +24,7 @@ import lib.configs
 from fastapi import HTTPException
 
 import monai_ils
+from monai_ils import vocab
 from monailabel.config import settings
 from monailabel.datastore.dicom import DICOMWebDatastore
 from monailabel.datastore.local import LocalDatastore
@@ -115,6 +116,7 @@ class MyApp(MONAILabelApp):
         meta = super().info()
         unavailable = {name: task.unavailable_reason() for name, task in self._infers.items() if not task.is_valid()}
         meta["unavailable"] = unavailable
+        meta["lesion_types"] = list(vocab.LESION_TYPES)  # the viewer names a ROSALIA mask by the lesion its instruction names
         if unavailable:
             meta["description"] += " NOT READY: " + " ".join(unavailable.values())
         return meta
