@@ -16,7 +16,7 @@ python3 -m venv --system-site-packages "$VENV"
 "$VENV/bin/python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir "$WHEELS"/*.whl
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 DS_BUILD_OPS=0
 set +e
-timeout 480 "$VENV/bin/python" -m monai_ils.bench gpu --out "$OUT" "$@" 2>&1 | tee "$OUT/gpu_bench.log"
+timeout 510 "$VENV/bin/python" -m monai_ils.bench gpu --out "$OUT" "$@" 2>&1 | tee "$OUT/gpu_bench.log"
 status=${PIPESTATUS[0]}
 set -e
 echo "gpu-check: exit status $status; report in $OUT/gpu_report.md"

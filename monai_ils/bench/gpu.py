@@ -64,7 +64,7 @@ class Sizes:
 REAL = Sizes(rosalia="lisa7b", images=4, instructions_per_image=8, batch_sizes=(1, 8, 32), max_new_tokens=16, train_batch=2, train_steps=3,
              train_images=4, radedit="real", radedit_size=512, radedit_steps=100, radedit_batches=(1, 8), cxas_size=512, hybridgnet_size=1024,
              yolo_cfg="yolov8x.yaml", yolo_size=1024, cue_batches=(1, 8),
-             caps={"environment": 30, "inference": 150, "train": 150, "radedit": 120, "cxas": 30, "hybridgnet": 30, "yolo": 40})
+             caps={"environment": 40, "inference": 120, "train": 140, "radedit": 100, "cxas": 25, "hybridgnet": 25, "yolo": 30})  # 480 s in all
 DRY = Sizes(rosalia="tiny", images=2, instructions_per_image=2, batch_sizes=(1, 2), max_new_tokens=2, train_batch=1, train_steps=1,
             train_images=1, radedit="tiny", radedit_size=32, radedit_steps=2, radedit_batches=(1, 2), cxas_size=64, hybridgnet_size=64,
             yolo_cfg="yolov8n.yaml", yolo_size=64, cue_batches=(1,),
@@ -254,7 +254,7 @@ def section_inference(ctx) -> dict:
     images = _images(s.images, (512, 512))
     per_image = [INSTRUCTIONS[i % len(INSTRUCTIONS)] for i in range(s.instructions_per_image)]
     requests = [(str(p), text) for p in images for text in per_image]
-    out = {"samples": len(requests), "max_new_tokens": s.max_new_tokens, "runs": []}
+    out = {"samples": len(requests), "max_new_tokens": s.max_new_tokens, "params_b": sum(p.numel() for p in model.parameters()) / 1e9, "runs": []}
     ctx.partial = out
     for mode in ("segment", "generate"):
         for batch in s.batch_sizes:
@@ -409,7 +409,7 @@ def render_markdown(report: dict) -> str:
         lines.append(f"| {name} | {entry['status']}{': ' + entry['error'] if entry['status'] != 'ok' else ''} | {entry['seconds']} |")
     inference = report["sections"].get("inference", {})
     if inference.get("runs"):
-        lines += ["", f"## Inference (ROSALIA, {inference['samples']} samples, greedy, {inference['max_new_tokens']} new tokens)", "",
+        lines += ["", f"## Inference (ROSALIA {inference['params_b']:.2f}B parameters, {inference['samples']} samples, greedy, {inference['max_new_tokens']} new tokens)", "",
                   "| mode | batch | embedding cache | samples/s | paper | target | peak GPU MiB |", "|---|---|---|---|---|---|---|"]
         for r in inference["runs"]:
             lines.append(f"| {r['mode']} | {r['batch']} | {'yes' if r['cache'] else 'no'} | {_fmt(r['samples_per_s'])} | {_fmt(PAPER[r['mode']])} | "
