@@ -115,28 +115,16 @@ def _release(device: torch.device) -> None:
 def build_rosalia(shapes: str, device: torch.device, dtype: torch.dtype):
     """A random ROSALIA of ``shapes`` ('lisa7b': Llama-7B + CLIP ViT-L/14-224 + SAM ViT-H; 'tiny': the test model).
 
-    Built with the device and dtype as defaults, so the 7B weights are initialised on the GPU directly
-    (no 28 GB float32 copy on the host). Returns (model, processor).
+    The inference benchmark's builder: the 7B weights are initialised on the GPU directly (the device and
+    dtype as defaults, no 28 GB float32 copy on the host); the tiny model goes through the real save/load.
+    Returns (model, processor).
     """
-    from monai_ils.models.rosalia import RosaliaModel, lisa_7b_config
-    from monai_ils.models.testing import tiny_config, tiny_processor
+    from monai_ils.bench.inference import _random_model
 
-    if shapes == "lisa7b":
-        processor = tiny_processor(sam_img_size=1024, vision_size=224)  # word-level tokenizer: its ids fit the 32K vocabulary
-        config = lisa_7b_config(seg_token_id=processor.seg_token_id)
-        config.text_config.update(bos_token_id=processor.tokenizer.bos_token_id, eos_token_id=processor.tokenizer.eos_token_id)
-    elif shapes == "tiny":
-        processor = tiny_processor()
-        config = tiny_config(processor)
-    else:
+    if shapes not in ("lisa7b", "tiny"):
         raise ValueError(f"unknown ROSALIA shapes {shapes!r}; expected 'lisa7b' or 'tiny'")
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            model = RosaliaModel(config)
-    finally:
-        torch.set_default_dtype(previous)
+    with tempfile.TemporaryDirectory(prefix="rosalia_") as folder:
+        model, processor = _random_model(shapes, Path(folder) / "model", device, dtype)
     return model.eval(), processor
 
 
