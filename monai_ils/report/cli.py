@@ -3,6 +3,7 @@
     python -m monai_ils.report structure reports.csv findings.jsonl
     python -m monai_ils.report structure reports.jsonl findings.jsonl --backend http \\
         --base-url http://127.0.0.1:8000/v1 --model mistral-small
+    python -m monai_ils.report evaluate gold.jsonl [--backend http ...] [--format csv]
     python -m monai_ils.report schema            # print the Finding JSON schema
 
 One output line per report: ``{"id": ..., <StructuredReport fields>}``, or ``{"id": ..., "error": ...,
@@ -27,7 +28,7 @@ from tqdm import tqdm
 
 from monai_ils.report.api import structure_report, structure_reports
 
-__all__ = ["main", "read_reports", "completed_ids", "structure_records"]
+__all__ = ["main", "read_reports", "completed_ids", "structure_records", "structure_batch", "structurer_from_args", "add_backend_arguments"]
 
 ID_COLUMNS = ("id", "study_id", "report_id", "dicom_id", "path")
 TEXT_COLUMNS = ("report", "text", "report_text")
@@ -156,25 +157,33 @@ def structure_records(items: Iterable[tuple[str, object]], structurer, batch_siz
         yield from _structure_batch(batch, structurer, fallback)
 
 
-def _structure_batch(batch, structurer, fallback) -> list[dict]:
+def structure_batch(texts: list[object], structurer) -> list[object]:
+    """``StructuredReport`` or the exception, per text, each text structured once.
+
+    The whole batch goes through ``structure_reports`` (one LLM batch); only if that raises are the
+    texts re-run one by one, so that a bad report becomes its own error and the others still succeed.
+    """
     results: dict[int, object] = {}
-    for i, (_, text) in enumerate(batch):
+    for i, text in enumerate(texts):
         if isinstance(text, Exception):
             results[i] = text
         elif not isinstance(text, str):
             results[i] = TypeError(f"report text must be a string, got {type(text).__name__}")
-    valid = [i for i in range(len(batch)) if i not in results]
+    valid = [i for i in range(len(texts)) if i not in results]
     try:
-        results.update(zip(valid, structure_reports([batch[i][1] for i in valid], structurer)))
+        results.update(zip(valid, structure_reports([texts[i] for i in valid], structurer)))
     except Exception:  # noqa: BLE001 - isolate the failing report below
         for i in valid:
             try:
-                results[i] = structure_report(batch[i][1], structurer)
+                results[i] = structure_report(texts[i], structurer)
             except Exception as err:  # noqa: BLE001 - recorded, the run goes on
                 results[i] = err
+    return [results[i] for i in range(len(texts))]
+
+
+def _structure_batch(batch, structurer, fallback: bool) -> list[dict]:
     records = []
-    for i, (rid, _) in enumerate(batch):
-        result = results[i]
+    for (rid, _), result in zip(batch, structure_batch([text for _, text in batch], structurer)):
         if isinstance(result, BaseException):
             records.append(_error_record(rid, result))
         elif not fallback and result.fallback_reason:
@@ -184,7 +193,8 @@ def _structure_batch(batch, structurer, fallback) -> list[dict]:
     return records
 
 
-def run_structure(args) -> int:
+def structurer_from_args(args):
+    """The structurer named by the backend options of ``add_backend_arguments``."""
     from monai_ils.report.api import build_structurer
 
     options = {}
@@ -198,9 +208,13 @@ def run_structure(args) -> int:
     if args.backend != "rules":
         options["map_locations_with_llm"] = args.map_locations_with_llm
         options["structurer_batch_size"] = args.batch_size
-    elif not args.fallback:
+    return build_structurer(args.backend, **options)
+
+
+def run_structure(args) -> int:
+    if args.backend == "rules" and not args.fallback:
         raise SystemExit("--no-fallback only applies to an LLM backend (--backend http, transformers or vllm)")
-    structurer = build_structurer(args.backend, **options)
+    structurer = structurer_from_args(args)
 
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -238,11 +252,51 @@ def run_structure(args) -> int:
     return 0
 
 
+def run_evaluate(args) -> int:
+    from monai_ils.report.evaluate import evaluate, format_table, load_gold
+
+    try:
+        gold = load_gold(args.gold)
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"evaluate: {err}") from None
+    structurer = structurer_from_args(args)
+
+    def structure(texts):
+        out = []
+        for start in range(0, len(texts), args.batch_size):
+            out.extend(structure_batch(texts[start:start + args.batch_size], structurer))
+        return out
+
+    result = evaluate(gold, structure)
+    table = format_table(result, args.format)
+    if args.output:
+        Path(args.output).write_text(table, encoding="utf-8")
+    else:
+        sys.stdout.write(table)
+    print(f"scored {result.reports} reports with the {args.backend} structurer; {len(result.failed)} failed "
+          f"(scored as no findings{': ' + ', '.join(result.failed[:10]) if result.failed else ''}); "
+          f"{result.fell_back} LLM answers fell back to rules", file=sys.stderr)
+    return 0
+
+
 def run_schema(args) -> int:
     from monai_ils.report.finding import finding_json_schema, llm_output_json_schema
 
     print(json.dumps(llm_output_json_schema() if args.llm else finding_json_schema(), indent=2))
     return 0
+
+
+def add_backend_arguments(p: argparse.ArgumentParser) -> None:
+    """The options that choose and configure a structurer (shared by every subcommand that structures)."""
+    p.add_argument("--backend", default="rules", choices=("rules", "http", "transformers", "vllm"))
+    p.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="OpenAI-compatible server (http backend)")
+    p.add_argument("--model", default="default", help="served model name (http backend)")
+    p.add_argument("--model-path", default=None, help="local model directory (transformers / vllm backends)")
+    p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument("--max-retries", type=int, default=3, help="HTTP retries per request")
+    p.add_argument("--concurrency", type=int, default=8, help="HTTP requests in flight")
+    p.add_argument("--batch-size", type=int, default=32, help="reports per batch (and per output flush)")
+    p.add_argument("--map-locations-with-llm", action="store_true", help="send unknown location terms to the LLM")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -253,15 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help="findings JSONL (appended to and resumed)")
     p.add_argument("--id-column", default=None, help=f"default: first of {ID_COLUMNS}")
     p.add_argument("--text-column", default=None, help=f"default: first of {TEXT_COLUMNS}")
-    p.add_argument("--backend", default="rules", choices=("rules", "http", "transformers", "vllm"))
-    p.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="OpenAI-compatible server (http backend)")
-    p.add_argument("--model", default="default", help="served model name (http backend)")
-    p.add_argument("--model-path", default=None, help="local model directory (transformers / vllm backends)")
-    p.add_argument("--timeout", type=float, default=60.0)
-    p.add_argument("--max-retries", type=int, default=3, help="HTTP retries per request")
-    p.add_argument("--concurrency", type=int, default=8, help="HTTP requests in flight")
-    p.add_argument("--batch-size", type=int, default=32, help="reports per batch (and per output flush)")
-    p.add_argument("--map-locations-with-llm", action="store_true", help="send unknown location terms to the LLM")
+    add_backend_arguments(p)
     p.add_argument("--no-resume", dest="resume", action="store_false", help="overwrite the output instead of resuming")
     p.add_argument("--retry-errors", action="store_true",
                    help="re-run the reports that failed last time, and those whose LLM answer fell back to rules")
@@ -270,6 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "structuring it with the rules")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_structure)
+    e = sub.add_parser("evaluate", help="score a structurer on reports with gold labels (per-lesion table)")
+    e.add_argument("gold", help="JSONL of reports with gold labels (format: docs/report.md, 'Measuring a structurer')")
+    e.add_argument("--format", default="markdown", choices=("markdown", "csv"))
+    e.add_argument("--output", default=None, help="write the table here instead of stdout")
+    add_backend_arguments(e)
+    e.set_defaults(func=run_evaluate)
     s = sub.add_parser("schema", help="print the JSON schema of a Finding (or of the LLM answer)")
     s.add_argument("--llm", action="store_true", help="the schema the LLM output is constrained to")
     s.set_defaults(func=run_schema)
