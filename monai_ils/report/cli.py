@@ -27,6 +27,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from monai_ils.report.api import structure_report, structure_reports
+from monai_ils.report.sections import SECTION_MODES
 
 __all__ = ["main", "read_reports", "completed_ids", "structure_records", "structure_batch", "structurer_from_args", "add_backend_arguments"]
 
@@ -139,25 +140,26 @@ def _error_record(rid: str, err: BaseException) -> dict:
 
 
 def structure_records(items: Iterable[tuple[str, object]], structurer, batch_size: int = 32,
-                      fallback: bool = True) -> Iterator[dict]:
+                      fallback: bool = True, sections: str = "fallback") -> Iterator[dict]:
     """Output records for ``(report_id, text)`` pairs, one per pair and in order, batch by batch.
 
     Each report is structured exactly once: a whole batch goes through ``structure_reports`` (an LLM
     structurer sends it as one batch); only if that raises are the reports of the batch re-run one by
     one, so that one bad report becomes its own error record. ``fallback=False`` turns an LLM result
-    that fell back to rules into an error record (``error_type`` "LLMFallback").
+    that fell back to rules into an error record (``error_type`` "LLMFallback"). ``sections``: see
+    ``sections.select_section``.
     """
     batch: list[tuple[str, object]] = []
     for item in items:
         batch.append(item)
         if len(batch) >= batch_size:
-            yield from _structure_batch(batch, structurer, fallback)
+            yield from _structure_batch(batch, structurer, fallback, sections)
             batch = []
     if batch:
-        yield from _structure_batch(batch, structurer, fallback)
+        yield from _structure_batch(batch, structurer, fallback, sections)
 
 
-def structure_batch(texts: list[object], structurer) -> list[object]:
+def structure_batch(texts: list[object], structurer, sections: str = "fallback") -> list[object]:
     """``StructuredReport`` or the exception, per text, each text structured once.
 
     The whole batch goes through ``structure_reports`` (one LLM batch); only if that raises are the
@@ -171,19 +173,19 @@ def structure_batch(texts: list[object], structurer) -> list[object]:
             results[i] = TypeError(f"report text must be a string, got {type(text).__name__}")
     valid = [i for i in range(len(texts)) if i not in results]
     try:
-        results.update(zip(valid, structure_reports([texts[i] for i in valid], structurer)))
+        results.update(zip(valid, structure_reports([texts[i] for i in valid], structurer, sections)))
     except Exception:  # noqa: BLE001 - isolate the failing report below
         for i in valid:
             try:
-                results[i] = structure_report(texts[i], structurer)
+                results[i] = structure_report(texts[i], structurer, sections)
             except Exception as err:  # noqa: BLE001 - recorded, the run goes on
                 results[i] = err
     return [results[i] for i in range(len(texts))]
 
 
-def _structure_batch(batch, structurer, fallback: bool) -> list[dict]:
+def _structure_batch(batch, structurer, fallback: bool, sections: str) -> list[dict]:
     records = []
-    for (rid, _), result in zip(batch, structure_batch([text for _, text in batch], structurer)):
+    for (rid, _), result in zip(batch, structure_batch([text for _, text in batch], structurer, sections)):
         if isinstance(result, BaseException):
             records.append(_error_record(rid, result))
         elif not fallback and result.fallback_reason:
@@ -224,7 +226,7 @@ def run_structure(args) -> int:
     todo = [(rid, text) for rid, text in read_reports(args.input, args.id_column, args.text_column) if rid not in done]
     counts = Counter()
     with open(output, "a", encoding="utf-8") as out, tqdm(total=len(todo), desc="structuring", unit="report", disable=args.quiet) as bar:
-        for record in structure_records(todo, structurer, args.batch_size, fallback=args.fallback):
+        for record in structure_records(todo, structurer, args.batch_size, fallback=args.fallback, sections=args.sections):
             out.write(json.dumps(record) + "\n")
             if record.get("error_type") == "LLMFallback":
                 counts["fallback_error"] += 1
@@ -264,7 +266,7 @@ def run_evaluate(args) -> int:
     def structure(texts):
         out = []
         for start in range(0, len(texts), args.batch_size):
-            out.extend(structure_batch(texts[start:start + args.batch_size], structurer))
+            out.extend(structure_batch(texts[start:start + args.batch_size], structurer, args.sections))
         return out
 
     result = evaluate(gold, structure)
@@ -297,6 +299,9 @@ def add_backend_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrency", type=int, default=8, help="HTTP requests in flight")
     p.add_argument("--batch-size", type=int, default=32, help="reports per batch (and per output flush)")
     p.add_argument("--map-locations-with-llm", action="store_true", help="send unknown location terms to the LLM")
+    p.add_argument("--sections", default="fallback", choices=SECTION_MODES,
+                   help="fallback: findings, else impression, else last paragraph (the paper); findings+impression: "
+                        "both together when the report has both")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -51,7 +51,8 @@ EXTRA_RULES: list[ConTextRule] = [
          "favoring", "favored", "favor", "favored as", "difficult to completely exclude", "difficult to exclude",
          "difficult to entirely exclude", "question", "questioned", "suspicion for", "suspicion of", "may indicate",
          "might indicate", "could indicate", "may also be", "may also represent", "may also reflect",
-         "could also be", "may be secondary to", "may be due to", "may be related to", "could be secondary to"],
+         "could also be", "may be secondary to", "may be due to", "may be related to", "could be secondary to",
+         "it is difficult to exclude", "it is difficult to completely exclude", "it is difficult to entirely exclude"],
         "POSSIBLE_EXISTENCE", "FORWARD",
     ),
     *_rules(

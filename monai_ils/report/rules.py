@@ -59,7 +59,7 @@ _LINK_FILLERS = frozenset(
     "considered mild small focal patchy minor subsegmental linear plate discoid compressive passive early developing "
     "postobstructive residual new infectious acute some partial partly at least and/or or increasing worsening progressive "
     "progressing enlarging improving decreasing persistent persisting slightly layering loculated over within "
-    "throughout involving at along projecting resolving".split()
+    "throughout involving at along projecting resolving would".split()
 )
 _UNCHANGED_RE = re.compile(r"\b(?:not|no)\s+(?:significantly\s+|substantially\s+|much\s+)?(?:changed?|improved|worse(?:ned)?)\b", re.IGNORECASE)
 _LINK_BLOCKERS = frozenset("no not without but however although though and ; : ?".split())
@@ -69,6 +69,10 @@ _PREMOD_STOP = frozenset(
     "is are was were be been with without no not in at within on of there which that but seen noted has have had to "
     "from by as since for after likely may could versus vs also , ; : ( ) ?".split()
 )
+# "the left lower lobe is totally opaque": a finding written as a predicate takes its subject as the location
+_PREDICATE_FINDINGS = frozenset({"opaque", "consolidated", "opacified", "collapsed"})
+_PREDICATE_GAP = frozenset("is are was were now again totally completely entirely partially nearly almost mostly largely "
+                           "partly densely".split())
 _COORDINATORS = frozenset({"versus", "vs", "or", "and/or", ",", "and"})
 _POSTMOD_OK = frozenset(
     "in at within of the both is are was were seen noted present identified again now still also involving projecting "
@@ -378,6 +382,8 @@ class RuleBasedStructurer:
                 if term.start < left_limit:
                     break
                 gap = _words(sentence[term.end:cursor])
+                if m.text.lower() in _PREDICATE_FINDINGS and cursor == m.start:
+                    gap = [w for w in gap if w not in _PREDICATE_GAP]
                 if any(w in _PREMOD_STOP for w in gap):
                     break
                 assigned[t_idx] = m

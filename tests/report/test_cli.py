@@ -227,3 +227,13 @@ def test_resume_drops_a_damaged_middle_line_and_keeps_the_rest(csv_input, tmp_pa
     assert out.read_text() == lines[0] + lines[2]
     main(["structure", str(csv_input), str(out), "--quiet"])
     assert sorted(r["id"] for r in _read(out)) == ["s1", "s2", "s3"]
+
+
+def test_sections_option_structures_findings_and_impression(tmp_path):
+    src = tmp_path / "r.jsonl"
+    src.write_text(json.dumps({"id": "a", "text": "FINDINGS: Mild cardiomegaly. IMPRESSION: Left lower lobe pneumonia."}) + "\n")
+    out = tmp_path / "o.jsonl"
+    main(["structure", str(src), str(out), "--quiet", "--sections", "findings+impression"])
+    (record,) = _read(out)
+    assert record["section_name"] == "findings+impression"
+    assert [f["lesion_type"] for f in record["findings"]] == ["cardiomegaly", "pneumonia"]
