@@ -111,6 +111,21 @@ def test_benchmark_script_prints_throughput(capsys):
     assert "reports per CPU-second" in capsys.readouterr().out
 
 
+def test_benchmark_against_a_baseline_checkout_prints_the_ratio(capsys):
+    from pathlib import Path
+
+    from monai_ils.bench.report import main as bench
+
+    root = Path(__file__).resolve().parents[2]  # this checkout against itself: same findings, a ratio near 1
+    assert bench(["--reports", "20", "--all-cores", "--baseline", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert f"baseline ({root.name}):" in out and "this checkout / baseline = " in out
+    here, base = (line.split(" findings")[0].rsplit(" ", 1)[-1] for line in out.splitlines()[:2])
+    assert here == base
+    with pytest.raises(SystemExit, match="has no monai_ils/report package"):
+        bench(["--reports", "5", "--baseline", str(root / "docs")])
+
+
 # ------------------------------------------------------------------------------------------------
 # An LLM backend against a local fake OpenAI-compatible server (issue 15, items 10-12)
 import socket  # noqa: E402
