@@ -76,8 +76,9 @@ def _time_baseline(reports: list[str], checkout: Path) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "reports.json"
         path.write_text(json.dumps(reports), encoding="utf-8")
-        env = {**os.environ, "PYTHONPATH": str(checkout)}
-        done = subprocess.run([sys.executable, "-c", _CHILD, str(path)], env=env, capture_output=True, text=True,
+        env = {**os.environ, "PYTHONPATH": str(checkout.resolve())}
+        # cwd: with ``-c`` the working folder comes first on sys.path, and it may hold this checkout's monai_ils
+        done = subprocess.run([sys.executable, "-c", _CHILD, str(path)], env=env, cwd=tmp, capture_output=True, text=True,
                               timeout=3600, check=False)  # the child inherits this process's core pinning
     if done.returncode != 0:
         raise SystemExit(f"--baseline: the baseline run failed: {done.stderr.strip().splitlines()[-1:]}")

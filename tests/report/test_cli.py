@@ -111,17 +111,23 @@ def test_benchmark_script_prints_throughput(capsys):
     assert "reports per CPU-second" in capsys.readouterr().out
 
 
-def test_benchmark_against_a_baseline_checkout_prints_the_ratio(capsys):
+def test_benchmark_against_a_baseline_checkout_prints_the_ratio(tmp_path, capsys):
+    import shutil
     from pathlib import Path
 
     from monai_ils.bench.report import main as bench
 
-    root = Path(__file__).resolve().parents[2]  # this checkout against itself: same findings, a ratio near 1
-    assert bench(["--reports", "20", "--all-cores", "--baseline", str(root)]) == 0
+    root = Path(__file__).resolve().parents[2]
+    # a baseline checkout whose rules differ (no "cardiomegaly" lexicon entry): its findings must differ,
+    # which shows the baseline's own code ran, not this checkout's
+    shutil.copytree(root / "monai_ils", tmp_path / "old" / "monai_ils", ignore=shutil.ignore_patterns("__pycache__"))
+    lexicon = tmp_path / "old" / "monai_ils" / "report" / "lexicon.py"
+    lexicon.write_text(lexicon.read_text().replace('LexiconEntry(r"cardiomegaly", "cardiomegaly", "cardiomegaly", anchors=("cardiomegaly",)),', ""))
+    assert bench(["--reports", "40", "--all-cores", "--baseline", str(tmp_path / "old")]) == 0
     out = capsys.readouterr().out
-    assert f"baseline ({root.name}):" in out and "this checkout / baseline = " in out
-    here, base = (line.split(" findings")[0].rsplit(" ", 1)[-1] for line in out.splitlines()[:2])
-    assert here == base
+    assert "baseline (old):" in out and "this checkout / baseline = " in out
+    here, base = (int(line.split(" findings")[0].rsplit(" ", 1)[-1]) for line in out.splitlines()[:2])
+    assert base < here
     with pytest.raises(SystemExit, match="has no monai_ils/report package"):
         bench(["--reports", "5", "--baseline", str(root / "docs")])
 
