@@ -27,23 +27,24 @@ def _skipped(reason: str) -> StructuredReport:
     return StructuredReport(section_name=None, section_text="", sentences=[], findings=[], skipped_reason=reason)
 
 
-def structure_report(report_text: str, structurer=None) -> StructuredReport:
+def structure_report(report_text: str, structurer=None, sections: str = "fallback") -> StructuredReport:
     """Raw report -> ``StructuredReport`` (section chosen by the Appendix A.1 fallback, then findings).
 
     ``structurer`` is any object with ``structure(section_text, section_name)`` (``RuleBasedStructurer``,
     ``LLMStructurer``); default: the rule-based one. A report without a usable section comes back with
-    ``skipped_reason`` set and no findings.
+    ``skipped_reason`` set and no findings. ``sections="findings+impression"`` structures both sections
+    together when a report has both (``sections.select_section``).
     """
-    name, text, reason = select_section(report_text)
+    name, text, reason = select_section(report_text, sections)
     if reason is not None:
         return _skipped(reason)
     return (structurer or default_structurer()).structure(text, name)
 
 
-def structure_reports(report_texts: Iterable[str], structurer=None) -> list[StructuredReport]:
+def structure_reports(report_texts: Iterable[str], structurer=None, sections: str = "fallback") -> list[StructuredReport]:
     """Many reports at once; an LLM structurer receives them as one batch (``structure_many``)."""
     structurer = structurer or default_structurer()
-    selected = [select_section(t) for t in report_texts]
+    selected = [select_section(t, sections) for t in report_texts]
     out: list[StructuredReport | None] = [None if reason is None else _skipped(reason) for _, _, reason in selected]
     todo = [i for i, (_, _, reason) in enumerate(selected) if reason is None]
     if hasattr(structurer, "structure_many"):

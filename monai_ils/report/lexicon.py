@@ -16,9 +16,14 @@ Synonym decisions (why a phrase maps where it does):
 * effusion: "pleural effusion", "effusion", "pleural fluid", "hydrothorax". "Pericardial effusion" is
   kept apart (not pleural). "Blunting of the costophrenic angle" stays an other finding (it suggests
   but does not state an effusion).
-* cardiomegaly: "cardiomegaly", "enlarged heart / cardiac silhouette", "cardiac enlargement",
-  "heart (size) is enlarged". "Enlarged cardiomediastinal silhouette" stays an other finding (it may
-  be mediastinal).
+* cardiomegaly: "cardiomegaly", "enlarged heart / cardiac silhouette", "cardiac / heart enlargement",
+  "heart (size) is (mildly) enlarged / large", "heart size mildly enlarged", "increase in heart size";
+  hedged (tentative): "borderline heart size", "heart is borderline in size", "upper limits of normal or
+  mildly enlarged". "Enlarged cardiomediastinal silhouette" stays an other finding: the silhouette
+  includes the mediastinum, so its enlargement may be mediastinal (vessels, nodes) rather than cardiac.
+* not lesions: shadows of the breasts or nipples, piercings and artifacts are recognised only to be
+  dropped, and an opacity a report explains as one of them, or as a hiatal hernia, granuloma or
+  calcification ("retrocardiac density representing a hiatal hernia"), is not an opacity.
 
 Everything else a report names as a disease or finding (pneumothorax, nodule, emphysema, ...) is kept
 with ``lesion_type=None``: its location still counts when empty locations are computed. Devices are
@@ -39,6 +44,7 @@ class LexiconEntry:
     lesion_type: str | None  # one of vocab.LESION_TYPES, or None for other findings
     name: str  # canonical entity name
     anchors: tuple[str, ...] = ()  # lower-case substrings, one of which every match contains (a fast pre-filter)
+    finding: bool = True  # False: recognised only to explain an opacity away (a nipple shadow), never output
 
 
 _ADV = r"(?:(?:mildly|moderately|markedly|severely|slightly|minimally|massively|substantially|significantly|somewhat|again|still|now|persistently|borderline|at\s+least)\s+)?"
@@ -51,6 +57,16 @@ FINDING_LEXICON: tuple[LexiconEntry, ...] = (
     LexiconEntry(r"cardiac\s+enlargement|enlargement\s+of\s+the\s+(?:heart|cardiac\s+silhouette)", "cardiomegaly", "cardiomegaly", anchors=("enlargement",)),
     LexiconEntry(rf"enlarged\s+(?:heart|cardiac\s+silhouette)|{_ADV}enlarged\s+{_HEART}", "cardiomegaly", "cardiomegaly", anchors=("enlarged",)),
     LexiconEntry(rf"{_HEART}{_VERB}(?:not\s+)?{_ADV}(?:top[-\s]normal\s+to\s+{_ADV})?enlarged", "cardiomegaly", "cardiomegaly", anchors=("enlarged",)),
+    # "heart size mildly enlarged" (no verb), "the heart is mildly large", "mild heart enlargement"
+    LexiconEntry(rf"{_HEART}\s+{_ADV}enlarged", "cardiomegaly", "cardiomegaly", anchors=("enlarged",)),
+    LexiconEntry(rf"{_HEART}{_VERB}(?:not\s+)?{_ADV}large\b(?!\s+(?:lungs?|volumes?))", "cardiomegaly", "cardiomegaly", anchors=("large",)),
+    LexiconEntry(r"heart\s+enlargement", "cardiomegaly", "cardiomegaly", anchors=("enlargement",)),
+    # hedged: "borderline heart size", "heart is borderline in size", "upper limits of normal or mildly enlarged"
+    LexiconEntry(rf"borderline\s+(?:enlarged\s+)?(?:heart|cardiac)\s+(?:size|silhouette)|{_HEART}{_VERB}borderline(?:\s+in\s+size|\s+enlarged|\s+large)?",
+                 "cardiomegaly", "cardiomegaly", anchors=("borderline",)),
+    LexiconEntry(rf"upper\s+limits?\s+of\s+normal\s+(?:to|or)\s+{_ADV}(?:enlarged|large)", "cardiomegaly", "cardiomegaly", anchors=("upper",)),
+    LexiconEntry(r"increase(?:d)?\s+in\s+(?:the\s+)?(?:heart|cardiac)\s+(?:size|silhouette)|increased\s+(?:heart|cardiac)\s+size",
+                 "cardiomegaly", "cardiomegaly", anchors=("increase",)),
     # --- effusion (pericardial first so that it does not count as pleural)
     LexiconEntry(r"pericardial\s+effusions?", None, "pericardial effusion", anchors=("pericardial",)),
     LexiconEntry(r"(?:pleural\s+)?effusions?|pleural\s+fluid|hydrothora(?:x|ces)|hydropneumothorax", "effusion", "pleural effusion", anchors=("effusion", "fluid", "hydro")),
@@ -60,17 +76,25 @@ FINDING_LEXICON: tuple[LexiconEntry, ...] = (
     # --- consolidation (before opacity: "consolidative opacity" is consolidation)
     LexiconEntry(r"consolidations?|consolidative\s+(?:opacit(?:y|ies)|changes?|process)|consolidated", "consolidation", "consolidation", anchors=("consolidat",)),
     # --- pneumonia
+    LexiconEntry(r"granulomatous\s+(?:infection|disease|exposure)|histoplasmosis|tuberculosis", None, "granulomatous disease",
+                 anchors=("granulomatous", "histoplasm", "tubercul"), finding=False),  # a cause, not an image finding
     LexiconEntry(r"(?:aspiration\s+|multifocal\s+|lobar\s+)?pneumonias?|pneumonitis|infectious\s+process|infection|aspiration", "pneumonia", "pneumonia", anchors=("pneumon", "infect", "aspiration")),
     # --- atelectasis
     LexiconEntry(r"atelectas[ei]s|atelectatic(?:\s+changes?)?|collapse", "atelectasis", "atelectasis", anchors=("atelecta", "collapse")),
     # --- opacity
     LexiconEntry(
         r"(?:ground[-\s]glass\s+|reticular\s+|reticulonodular\s+|interstitial\s+|airspace\s+|nodular\s+)?opacit(?:y|ies)|opacification|opacified"
-        r"|air[-\s]?space\s+(?:disease|process|opacit(?:y|ies))|infiltrates?|infiltration|haziness|hazy\s+opacit(?:y|ies)|densit(?:y|ies)",
+        r"|air[-\s]?space\s+(?:disease|process|opacit(?:y|ies))|infiltrates?|infiltration|haziness|hazy\s+opacit(?:y|ies)|densit(?:y|ies)|opaque",
         "opacity",
         "opacity",
-        anchors=("opaci", "airspace", "air space", "air-space", "infiltrat", "hazi", "densit"),
+        anchors=("opaci", "airspace", "air space", "air-space", "infiltrat", "hazi", "densit", "opaque"),
     ),
+    # --- not lesions: shadows of the breasts, nipples and piercings, artifacts (they explain an opacity away)
+    LexiconEntry(r"(?:densit(?:y|ies)|opacit(?:y|ies)|shadows?)\s+(?:over|overlying|projecting\s+over|projected\s+over|from)\s+"
+                 r"(?:the\s+)?(?:(?:right|left|both|bilateral)\s+)?(?:breasts?|nipples?|breast\s+tissue)"
+                 r"|(?:overlying\s+)?(?:breast|nipple)\s+(?:shadows?|tissue|densit(?:y|ies))|nipple\s+markers?|(?:nipple\s+|body\s+)?piercings?",
+                 None, "soft tissue shadow", anchors=("breast", "nipple", "piercing"), finding=False),
+    LexiconEntry(r"artifacts?|artifactual|artefacts?|artefactual", None, "artifact", anchors=("artifact", "artefact"), finding=False),
     # --- other findings (lesion_type None)
     LexiconEntry(r"pneumothora(?:x|ces)", None, "pneumothorax", anchors=("pneumothora",)),
     LexiconEntry(r"pneumomediastinum", None, "pneumomediastinum", anchors=("pneumomediastinum",)),
@@ -100,6 +124,9 @@ FINDING_LEXICON: tuple[LexiconEntry, ...] = (
 
 NONSPECIFIC_LESIONS: tuple[str, ...] = ("opacity", "consolidation")
 """Lesion types whose cause a report may name ("opacity ... reflecting atelectasis")."""
+
+EXPLAINING_FINDINGS: frozenset[str] = frozenset({"soft tissue shadow", "artifact", "hernia", "granuloma", "calcification"})
+"""Entity names that, when a report says an opacity is one of them, make the opacity no lung lesion."""
 
 PREDICTABLE_LESIONS: tuple[str, ...] = ("pneumonia", "atelectasis", "edema", "consolidation", "effusion")
 """Lesion types that can be the predicted type of a non-specific finding."""

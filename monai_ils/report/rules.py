@@ -15,9 +15,17 @@ from dataclasses import dataclass, field
 
 import spacy
 
-from monai_ils.report.context_rules import TENTATIVE_CATEGORIES, build_context
+from monai_ils.report.context_rules import DROPPING_CATEGORIES, TENTATIVE_CATEGORIES, build_context
 from monai_ils.report.finding import Finding, StructuredReport
-from monai_ils.report.lexicon import DEVICE_RE, FINDING_LEXICON, NONSPECIFIC_LESIONS, PREDICTABLE_LESIONS, LexiconEntry, compile_lexicon
+from monai_ils.report.lexicon import (
+    DEVICE_RE,
+    EXPLAINING_FINDINGS,
+    FINDING_LEXICON,
+    NONSPECIFIC_LESIONS,
+    PREDICTABLE_LESIONS,
+    LexiconEntry,
+    compile_lexicon,
+)
 from monai_ils.report.locations import LocationTerm, find_location_terms, labels_for_terms
 from monai_ils.report.sections import split_sentences
 
@@ -25,7 +33,7 @@ __all__ = ["RuleBasedStructurer"]
 
 _WORD_RE = re.compile(r"[a-z]+(?:/[a-z]+)?|[,;:()?]")
 _IN_SPAN_NEGATION = re.compile(r"\bnot\b|\bno\s+longer\b", re.IGNORECASE)
-_IN_SPAN_HEDGE = re.compile(r"\b(?:borderline|top[-\s]normal|possibly|probably|likely|may\s+be)\b", re.IGNORECASE)
+_IN_SPAN_HEDGE = re.compile(r"\b(?:borderline|top[-\s]normal|upper\s+limits?\s+of\s+normal|possibly|probably|likely|may\s+be)\b", re.IGNORECASE)
 _ANAPHOR_RE = re.compile(
     r"^\s*(?:(?:this|these|the)\s+(?:findings?|opacit(?:y|ies)|consolidations?|abnormalit(?:y|ies)|densit(?:y|ies)|areas?|process)|"
     r"the\s+(?:latter|former)|this|these|it|they|which|findings?)\b",
@@ -34,21 +42,24 @@ _ANAPHOR_RE = re.compile(
 _STRONG_TRIGGERS = frozenset(
     "is are was were consistent compatible suggestive suggesting suggests suggest concerning concern suspicious worrisome "
     "reflect reflects reflecting reflective represent represents representing due related secondary attributable caused "
-    "may might could versus vs favored favor favoring indicative thought felt keeping".split()
+    "may might could versus vs favored favor favoring indicative thought felt keeping indicate indicates indicating".split()
 )
 _LINK_TRIGGERS = frozenset(
     "is are was were likely probably possibly consistent compatible suggestive suggesting suggests suggest concerning "
     "concern suspicious worrisome reflect reflects reflecting reflective represent represents representing due related "
     "secondary attributable caused may might could versus vs favored favor favoring indicative from presumably possible "
-    "probable thought felt suspected keeping".split()
+    "probable thought felt suspected keeping indicate indicates indicating".split()
 )
+# "In the appropriate clinical setting, this is compatible with pneumonia": the whole sentence is hedged
+_CLINICAL_SETTING_RE = re.compile(r"\b(?:in|given)\s+the\s+(?:appropriate|proper|right|correct)\s+clinical\s+(?:setting|context)\b",
+                                  re.IGNORECASE)
 _LINK_FILLERS = frozenset(
     ", ( ) be being been which that with of to for by in on an a the most more either setting superimposed also again "
     "still component components areas area evidence such as question raises possibility differential includes including "
     "considered mild small focal patchy minor subsegmental linear plate discoid compressive passive early developing "
     "postobstructive residual new infectious acute some partial partly at least and/or or increasing worsening progressive "
     "progressing enlarging improving decreasing persistent persisting slightly layering loculated over within "
-    "throughout involving at along projecting resolving".split()
+    "throughout involving at along projecting resolving would".split()
 )
 _UNCHANGED_RE = re.compile(r"\b(?:not|no)\s+(?:significantly\s+|substantially\s+|much\s+)?(?:changed?|improved|worse(?:ned)?)\b", re.IGNORECASE)
 _LINK_BLOCKERS = frozenset("no not without but however although though and ; : ?".split())
@@ -58,6 +69,10 @@ _PREMOD_STOP = frozenset(
     "is are was were be been with without no not in at within on of there which that but seen noted has have had to "
     "from by as since for after likely may could versus vs also , ; : ( ) ?".split()
 )
+# "the left lower lobe is totally opaque": a finding written as a predicate takes its subject as the location
+_PREDICATE_FINDINGS = frozenset({"opaque", "consolidated", "opacified", "collapsed"})
+_PREDICATE_GAP = frozenset("is are was were now again totally completely entirely partially nearly almost mostly largely "
+                           "partly densely".split())
 _COORDINATORS = frozenset({"versus", "vs", "or", "and/or", ",", "and"})
 _POSTMOD_OK = frozenset(
     "in at within of the both is are was were seen noted present identified again now still also involving projecting "
@@ -79,6 +94,7 @@ class _Mention:
     tentative: bool = False
     consumed_by: _Mention | None = None
     anaphoric: bool = False
+    dropped: bool = False  # not a finding of this radiograph (historical, a limit of the exam, explained away)
     predicted: str | None = None
     predicted_sent: int | None = None
     terms: list[LocationTerm] = field(default_factory=list)
@@ -164,6 +180,12 @@ class RuleBasedStructurer:
         if not flat:
             return []
         self._apply_context(sentences, flat)
+        for found in mentions:
+            if found:
+                self._mark_alternatives(sentences[found[0].sent], found)
+                if _CLINICAL_SETTING_RE.search(sentences[found[0].sent]):
+                    for m in found:
+                        m.tentative = m.tentative or not m.negative
         terms = [find_location_terms(s, blocked[i] + [(m.start, m.end) for m in mentions[i]]) if mentions[i] else []
                  for i, s in enumerate(sentences)]
         for i in range(len(sentences)):
@@ -172,7 +194,8 @@ class RuleBasedStructurer:
                 self._link_across(sentences[i], mentions[i - 1], mentions[i], terms[i])
         for i, sentence in enumerate(sentences):
             self._attach_locations(sentence, mentions[i], terms[i])
-        return [self._to_finding(m) for m in flat if m.consumed_by is None and not m.anaphoric]
+        return [self._to_finding(m) for m in flat
+                if m.consumed_by is None and not m.anaphoric and not m.dropped and m.entry.finding]
 
     # ----------------------------------------------------------------------------------------------
     def _find_mentions(self, index: int, sentence: str) -> tuple[list[_Mention], list[tuple[int, int]]]:
@@ -230,10 +253,18 @@ class RuleBasedStructurer:
                 cats.add(mod.category.upper())
             negative = m.negative or "NEGATED_EXISTENCE" in cats or "NEGATED_TENTATIVE" in cats
             m.negative = negative
+            m.dropped = "NOT_A_FINDING" in cats or ("HISTORICAL" in cats and not negative)
             if negative:
                 m.tentative = m.tentative or "NEGATED_TENTATIVE" in cats
             else:
                 m.tentative = m.tentative or bool(cats & TENTATIVE_CATEGORIES)
+
+    @staticmethod
+    def _mark_alternatives(sentence: str, mentions: list[_Mention]) -> None:
+        """"atelectasis or scarring": two positive findings offered as alternatives are both tentative."""
+        for a, b in zip(mentions, mentions[1:]):
+            if not a.negative and not b.negative and _words(sentence[a.end:b.start]) in (["or"], ["and/or"]):
+                a.tentative = b.tentative = True
 
     # ----------------------------------------------------------------------------------------------
     @classmethod
@@ -295,6 +326,10 @@ class RuleBasedStructurer:
                 if cand.negative and _NEGATED_ASIDE_RE.match(gap):
                     start = cand.end  # "opacity, without effusion, likely pneumonia": look past the aside
                     continue
+                if cand.entry.name in EXPLAINING_FINDINGS and not cand.negative:
+                    # "retrocardiac density representing a hiatal hernia", "opacity is likely artifact"
+                    owner.dropped = owner.dropped or self._is_link(gap)
+                    break
                 if cand.lesion_type not in PREDICTABLE_LESIONS or cand.lesion_type == owner.lesion_type or cand.negative:
                     break
                 if self._is_link(gap):
@@ -303,7 +338,7 @@ class RuleBasedStructurer:
 
     def _link_across(self, sentence: str, previous: list[_Mention], current: list[_Mention], terms: list[LocationTerm]) -> None:
         owners = [m for m in previous if m.lesion_type in NONSPECIFIC_LESIONS and not m.negative
-                  and m.consumed_by is None and m.predicted is None]
+                  and m.consumed_by is None and m.predicted is None and not m.dropped]
         anaphor = _ANAPHOR_RE.match(sentence)
         if not owners or anaphor is None or not current:
             return
@@ -315,6 +350,13 @@ class RuleBasedStructurer:
         if k >= len(current):
             return
         cand = current[k]
+        if cand.entry.name in EXPLAINING_FINDINGS and not cand.negative:
+            if self._is_link(_strip_spans(sentence[start:cand.start], loc_spans, start)):
+                for owner in owners:  # "Retrocardiac density. This is a hiatal hernia."
+                    owner.dropped = True
+                if referent is not None:
+                    referent.anaphoric = True
+            return
         if cand.lesion_type not in PREDICTABLE_LESIONS or cand.negative or cand.consumed_by is not None:
             return
         if not self._is_link(_strip_spans(sentence[start:cand.start], loc_spans, start)):
@@ -340,6 +382,8 @@ class RuleBasedStructurer:
                 if term.start < left_limit:
                     break
                 gap = _words(sentence[term.end:cursor])
+                if m.text.lower() in _PREDICATE_FINDINGS and cursor == m.start:
+                    gap = [w for w in gap if w not in _PREDICATE_GAP]
                 if any(w in _PREMOD_STOP for w in gap):
                     break
                 assigned[t_idx] = m

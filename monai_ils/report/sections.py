@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-__all__ = ["Section", "ReportSections", "parse_sections", "select_section", "normalize_text", "split_sentences"]
+__all__ = ["Section", "ReportSections", "parse_sections", "select_section", "normalize_text", "split_sentences", "SECTION_MODES"]
 
 SECTION_ALIASES: dict[str, str] = {
     "findings": "findings",
@@ -56,7 +56,20 @@ _HEADER_RE = re.compile(
     re.MULTILINE,
 )
 _BANNER_RE = re.compile(r"^[ \t]*(final\s+report|final\s+addendum|addendum)[ \t]*$", re.IGNORECASE | re.MULTILINE)
-_BLANKS_RE = re.compile(r"_{2,}")
+_BLANKS_RE = re.compile(r"_{2,}|\bX{2,}\b")  # MIMIC writes ___, other corpora runs of X
+
+
+def _header_alternatives(case) -> str:
+    """Known headers in one case, for finding a header inside a line ("... INDICATION: cough FINDINGS: ...").
+
+    OHIF's text field turns newlines into spaces; only upper- or title-case headers followed by a colon are
+    split off there, so that prose ("no findings: ...") stays whole.
+    """
+    names = sorted({case(k) for k in SECTION_ALIASES}, key=len, reverse=True)
+    return "|".join(re.escape(n).replace(r"\ ", r"[ \t]+") for n in names)
+
+
+_INLINE_HEADER_RE = re.compile(rf"(?<=\S)[ \t]+(?=(?:{_header_alternatives(str.upper)}|{_header_alternatives(str.title)})[ \t]*:)")
 _PARAGRAPH_RE = re.compile(r"\n[ \t]*\n")
 
 
@@ -107,7 +120,7 @@ def parse_sections(report: str) -> ReportSections:
     """Split a raw report into named sections (see ``SECTION_ALIASES``)."""
     if not isinstance(report, str):
         raise TypeError(f"parse_sections: report must be a string, got {type(report).__name__}")
-    text = report.replace("\r\n", "\n").replace("\r", "\n")
+    text = _INLINE_HEADER_RE.sub("\n", report.replace("\r\n", "\n").replace("\r", "\n"))
     marks: list[tuple[int, int, str, str]] = []  # (start, end_of_header, name, header)
     for m in _HEADER_RE.finditer(text):
         header = m.group("known") or m.group("caps")
@@ -128,15 +141,26 @@ def parse_sections(report: str) -> ReportSections:
     return out
 
 
-def select_section(report: str) -> tuple[str | None, str, str | None]:
+SECTION_MODES = ("fallback", "findings+impression")
+
+
+def select_section(report: str, mode: str = "fallback") -> tuple[str | None, str, str | None]:
     """Apply the Appendix A.1 fallback: findings, else impression, else last paragraph.
 
-    Returns ``(section_name, section_text, skipped_reason)``; ``section_name`` is None and the reason
-    says what was missing when the study must be skipped.
+    ``mode="findings+impression"`` structures both sections together when the report has both (section name
+    "findings+impression"; the impression often states what the findings only describe), else falls back
+    as above. Returns ``(section_name, section_text, skipped_reason)``; ``section_name`` is None and the
+    reason says what was missing when the study must be skipped.
     """
+    if mode not in SECTION_MODES:
+        raise ValueError(f"select_section: mode must be one of {SECTION_MODES}, got {mode!r}")
     if not isinstance(report, str) or not report.strip():
         return None, "", "empty report"
     sections = parse_sections(report)
+    if mode == "findings+impression":
+        findings, impression = sections.first("findings"), sections.first("impression")
+        if findings is not None and impression is not None:
+            return mode, normalize_text(findings.text + "\n" + impression.text), None
     for name in ("findings", "impression"):
         section = sections.first(name)
         if section is not None:
@@ -151,8 +175,10 @@ def select_section(report: str) -> tuple[str | None, str, str | None]:
 # Sentences
 # --------------------------------------------------------------------------------------------
 _ABBREVIATIONS = ("dr", "e.g", "i.e", "vs", "approx", "mr", "mrs", "ms", "fig", "cf")
+_TIME_ABBREVIATIONS = ("a.m", "p.m")  # "paged at 3 p.m. on ___": no new sentence before a lower-case word
 _LIST_MARK_RE = re.compile(r"(?:(?<=^)|(?<=[\s.:;]))\(?\d{1,2}[.)]\s+(?=[A-Za-z_])")
-_BOUNDARY_RE = re.compile(r"(?<=[.!?])\s+(?=[\"'(]?[A-Z0-9_])")
+# a sentence may start lower case ("No effusion. small right pneumothorax."): abbreviations are kept whole below
+_BOUNDARY_RE = re.compile(r"(?<=[.!?])\s+(?=[\"'(]?[A-Za-z0-9_])")
 
 
 def split_sentences(text: str) -> list[str]:
@@ -165,10 +191,11 @@ def split_sentences(text: str) -> list[str]:
     for chunk in text.split("\n"):
         buffer = ""
         pieces = _BOUNDARY_RE.split(chunk)
-        for piece in pieces:
+        for k, piece in enumerate(pieces):
             buffer = f"{buffer} {piece}" if buffer else piece
             last_word = buffer.rstrip(".!?").rsplit(" ", 1)[-1].lower()
-            if buffer.endswith(".") and last_word in _ABBREVIATIONS and piece is not pieces[-1]:
+            if buffer.endswith(".") and k + 1 < len(pieces) and (
+                    last_word in _ABBREVIATIONS or (last_word in _TIME_ABBREVIATIONS and pieces[k + 1][:1].islower())):
                 continue
             if buffer.strip():
                 sentences.append(buffer.strip())

@@ -20,21 +20,40 @@ What to extract
 - Never extract medical devices or their positions (tubes, lines, catheters, pacemakers, wires, clips).
 - Never extract normal descriptions ("lungs are clear", "heart size is normal", "unremarkable").
 - An absent finding is extracted only when it is named ("no pneumothorax").
+- Never extract what is no lung finding of this radiograph: shadows of the breasts or nipples, piercings,
+  artifacts, or a density the report explains as one of them or as a hiatal hernia or granuloma
+  ("retrocardiac density representing a hiatal hernia": extract the hernia only); findings stated for
+  another exam ("on the prior CT the lobe was consolidated") or old disease ("sequela of old
+  granulomatous infection"); limits of the exam ("evaluation for pleural fluid is limited") and
+  clinical questions ("correlate for symptoms of infection").
+- "___" and runs of X are de-identification blanks: read through them.
 
 Fields of an item
 - entity: the finding as written, without location words ("retrocardiac opacity" -> "opacity").
 - sentence_index: number of the sentence that states it (sentences are numbered from 1).
 - presence: "positive" when present, also when stable, unchanged, improved or worse
-  ("no change in the effusion" is positive); "negative" when stated absent or resolved.
+  ("no change in the effusion", "without significant interval change of atelectasis" are positive);
+  "negative" when stated absent or resolved, also when the negation comes after a distant subject
+  ("the pneumonia seen on CT is not seen") and in "no other infiltrates". A negation ends at "with":
+  in "no cardiomegaly with small bilateral effusions" the effusions are positive.
 - certainty: "tentative" when hedged ("possible", "may represent", "likely", "suggests",
-  "concerning for", "cannot be excluded", "versus"); otherwise "definitive".
+  "concerning for", "cannot be excluded", "versus"), offered as one of alternatives ("atelectasis or
+  scarring", "differential diagnosis includes", "is in the differential"), or put as a question or a
+  suspicion ("question small effusion", "suspicion for", "correlate clinically for pneumonia", "in the
+  appropriate clinical setting ... compatible with", "favoring", "difficult to completely exclude",
+  "would be a consideration", "may indicate", "may also be"). A hedge covers every item of its list
+  ("may be secondary to infiltrates or edema") and a cause hedged in the next sentence ("... opacities.
+  This may be due to edema."). "Developing" is not a hedge. Otherwise "definitive".
   A finding whose predicted lesion type is hedged is tentative too.
 - location_terms: every location phrase of this finding, copied from the text
   ("right lower lobe", "bibasilar", "left", "retrocardiac"); [] when none.
 - lesion_type: one of {list(LESION_TYPES)} when the entity is one of them or a synonym
-  (pleural effusion -> effusion, enlarged heart -> cardiomegaly, airspace disease or infiltrate
-  -> opacity, collapse -> atelectasis, infection -> pneumonia); null for any other finding
-  (pneumothorax, nodule, emphysema, vascular congestion, ...).
+  (pleural effusion -> effusion, enlarged heart -> cardiomegaly, airspace disease, infiltrate or an
+  "opaque" lobe -> opacity, collapse -> atelectasis, infection -> pneumonia); null for any other finding
+  (pneumothorax, nodule, emphysema, vascular congestion, ...). Cardiomegaly also covers "the heart is
+  mildly large", "heart size mildly enlarged", "mild heart enlargement", "increase in heart size", and,
+  tentative, "borderline heart size" or "upper limits of normal or mildly enlarged"; an "enlarged
+  cardiomediastinal silhouette" is not cardiomegaly (null: it may be mediastinal).
 - predicted_lesion_type: for an opacity or consolidation that the report says reflects a specific
   lesion ("opacity likely reflecting atelectasis"), that lesion (one of the types above);
   otherwise null. The predicted lesion is not extracted as a separate item.
