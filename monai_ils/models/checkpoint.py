@@ -108,28 +108,36 @@ def _tied_keys(model: RosaliaModel) -> set[str]:
 # our layout
 # ------------------------------------------------------------------------------------------------
 def save_pretrained(model: RosaliaModel, folder, processor: RosaliaProcessor | None = None) -> Path:
-    """Write the full model (and processor) in the rosalia layout. LoRA must be merged first."""
+    """Write the full model (transformers' ``save_pretrained``: config.json + safetensors shards) and processor.
+
+    LoRA must be merged first.
+    """
     if is_lora(model):
         raise ValueError("save_pretrained: merge the LoRA adapters first (merge_lora) or save them with save_lora.")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(model.config.to_dict(), indent=1))
-    _write_state_dict(model.state_dict(), folder / WEIGHTS_FILE)
+    model.save_pretrained(folder)
     if processor is not None:
         processor.save_pretrained(folder)
     return folder
 
 
 def load_pretrained(folder, dtype: torch.dtype | None = None, device="cpu") -> tuple[RosaliaModel, RosaliaProcessor]:
-    """Read a folder written by :func:`save_pretrained` / :func:`export_merged`."""
+    """Read a folder in our layout (``RosaliaForCausalLM.from_pretrained``: meta-device build, no random init).
+
+    Folders written before the model became a ``PreTrainedModel`` (same config fields, one
+    ``model.safetensors``) load the same way.
+    """
     folder = Path(folder)
-    config = RosaliaConfig.from_dict(json.loads((folder / "config.json").read_text()))
-    with _default_dtype(dtype):
-        model = RosaliaModel(config)
-    _load_into(model, read_state_dict(folder), str(folder))
+    if not (folder / "config.json").exists():
+        raise CheckpointError(f"{folder}: no config.json.")
+    try:
+        model = RosaliaModel.from_pretrained(folder, dtype=dtype or torch.float32)
+    except OSError as err:
+        raise CheckpointError(f"{folder}: {err}") from err
     processor = RosaliaProcessor.from_pretrained(folder, sam_img_size=model.sam_img_size)
     _check_seg_id(model, processor, folder)
-    return model.to(device=device, dtype=dtype) if dtype else model.to(device), processor
+    return model.to(device), processor
 
 
 def export_merged(model: RosaliaModel, folder, processor: RosaliaProcessor | None = None) -> Path:
