@@ -160,15 +160,18 @@ class RosaliaPredictor:
         cached = self.cache.get(key)
         if cached is not None:
             return cached
-        rgb = to_rgb_uint8(image)
-        if not rgb.flags.writeable:  # arrays viewed from PIL are read-only; torch.from_numpy warns about them
-            rgb = rgb.copy()
-        sam_pixels, input_size = self.processor.sam_image(rgb)
-        clip_pixels = self.processor.vlm_image(rgb)
-        encoded = self.model.encode_images(sam_pixels[None], clip_pixels[None], [input_size], [rgb.shape[:2]])
+        sam_pixels, clip_pixels, input_size, original_size = self.model_inputs(image)
+        encoded = self.model.encode_images(sam_pixels[None], clip_pixels[None], [input_size], [original_size])
         self.encoded_images += 1
         self.cache.put(key, encoded)
         return encoded
+
+    def model_inputs(self, image) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int], tuple[int, int]]:
+        """(SAM pixels, VLM pixels, SAM input size, original size) of one image, read through the shared
+        image path (`to_rgb_uint8`: LoadCXR + ScaleCXRIntensity for files), as training reads it."""
+        rgb = to_rgb_uint8(image)
+        sam_pixels, input_size = self.processor.sam_image(rgb)
+        return sam_pixels, self.processor.vlm_image(rgb), input_size, tuple(int(v) for v in rgb.shape[:2])
 
     # ------------------------------------------------------------------------------ public API
     def predict(self, image, instruction: str, mode: str | None = None, return_logits: bool = False) -> Prediction:

@@ -86,12 +86,13 @@ class RosaliaInfer(CXRInferTask):
         self.predictor()
 
     def pre_transforms(self, data=None) -> Sequence[Callable]:
-        from monai_ils.transforms import LoadCXRd
+        from monai_ils.transforms import LoadCXRd, ScaleCXRIntensityd
 
         return [
             RequireTextd("instruction", max_length=1000, hint=f"Type an instruction, e.g. '{EXAMPLE}'"),
             *self.input_transforms(),
             LoadCXRd("image", frontal_check="flag"),
+            ScaleCXRIntensityd("image"),  # the model's image path (what training reads): LoadCXR + this scaling
         ]
 
     def run_inferer(self, data, convert_to_batch=True, device="cuda"):
