@@ -76,3 +76,21 @@ def test_lisa_7b_shapes_on_the_meta_device():
     assert size["parts"]["mm_projector"] == 1024 * 4096 + 4096  # LLaVA v1's linear projector
     assert size["parameters"] == sum(size["parts"].values())
     assert size["weight_bytes"] == 2 * size["parameters"] and 7.6e9 < size["parameters"] < 7.8e9
+
+
+def test_zero_converter_strips_wrappers_and_names_the_lora_file(tmp_path):
+    from monai_ils.models.convert_zero import read_zero_state_dict, strip_wrappers
+
+    t = torch.zeros(2)
+    state, stripped = strip_wrappers({"module.base_model.model.a.weight": t, "module.base_model.model.b.lora_A.default.weight": t})
+    assert set(state) == {"a.weight", "b.lora_A.default.weight"} and stripped == ["module.", "base_model.model."]
+    assert strip_wrappers({"module.a": t, "b": t})[1] == []  # only a prefix every name has is a wrapper
+    folder = tmp_path / "fp32"
+    folder.mkdir()
+    torch.save({"module.a.weight": t}, folder / "pytorch_model-00001-of-00002.bin")
+    torch.save({"module.b.lora_B.default.weight": t}, folder / "pytorch_model-00002-of-00002.bin")
+    index = {"weight_map": {"module.a.weight": "pytorch_model-00001-of-00002.bin",
+                            "module.b.lora_B.default.weight": "pytorch_model-00002-of-00002.bin"}}
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps(index))
+    weights = read_zero_state_dict(folder)
+    assert weights.lora_files == ["pytorch_model-00002-of-00002.bin"] and set(weights.state) == {"a.weight", "b.lora_B.default.weight"}
