@@ -110,6 +110,7 @@ class RosaliaInfer(CXRInferTask):
             "mode": mode,
             "masks": int(prediction.n_seg),
             "empty": bool(prediction.is_empty),
+            "empty_reason": prediction.empty_reason,  # "no_seg_generated" / "no_foreground" / None
             "foreground_pixels": int(prediction.mask.sum()),
             "image": {
                 "rows": int(image.shape[-2]),
