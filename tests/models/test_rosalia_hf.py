@@ -94,3 +94,20 @@ def test_zero_converter_strips_wrappers_and_names_the_lora_file(tmp_path):
     (folder / "pytorch_model.bin.index.json").write_text(json.dumps(index))
     weights = read_zero_state_dict(folder)
     assert weights.lora_files == ["pytorch_model-00002-of-00002.bin"] and set(weights.state) == {"a.weight", "b.lora_B.default.weight"}
+
+
+def test_from_pretrained_builds_on_the_meta_device(tmp_path, monkeypatch):
+    """No layer is randomly initialised in real memory before the weights are read (the 7B concern)."""
+    processor = tiny_processor()
+    RosaliaForCausalLM(tiny_config(processor)).save_pretrained(tmp_path / "m")
+    devices = []
+    original = torch.nn.Linear.reset_parameters
+
+    def watch(self):
+        devices.append(self.weight.device.type)
+        return original(self)
+
+    monkeypatch.setattr(torch.nn.Linear, "reset_parameters", watch)
+    model = RosaliaForCausalLM.from_pretrained(tmp_path / "m")
+    assert devices and set(devices) == {"meta"}
+    assert all(p.device.type == "cpu" for p in model.parameters())
