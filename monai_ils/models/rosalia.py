@@ -369,7 +369,8 @@ class RosaliaForCausalLM(PreTrainedModel, GenerationMixin):
     # ---------------------------------------------------------------- inference
     @torch.no_grad()
     def segment(self, encoded: EncodedImages, prompt_ids: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Segmentation-only inference: one teacher-forced pass per prompt that ends with ``[SEG]``.
+        """Teacher-forced masks: one pass over each prompt, a mask per ``[SEG]`` in it (segmentation-only
+        inference when the prompt ends with ``[SEG]``; :meth:`generate` runs it on prompt + answer).
 
         ``prompt_ids[i]`` (from ``RosaliaProcessor.encode_prompt(instr, answer_prefix="[SEG]")``) is paired
         with image i of ``encoded``. Returns [k, H, W] mask logits at the original size per prompt.
@@ -426,17 +427,8 @@ class RosaliaForCausalLM(PreTrainedModel, GenerationMixin):
         if not isinstance(sequences, torch.Tensor):  # return_dict_in_generate=True
             sequences = sequences.sequences
         answers = [_until_eos(row, eos) for row in sequences.cpu()]
-        full = [torch.cat([p.cpu().long(), a]) for p, a in zip(prompt_ids, answers)]
-        ids, attention = pad_sequences(full, pad_value=0)
-        out = self.forward(
-            ids,
-            attention,
-            sam_embeddings=encoded.sam_embeddings,
-            vision_features=encoded.vision_features,
-            input_sizes=encoded.input_sizes,
-            output_sizes=encoded.original_sizes,
-        )
-        return [{"output_ids": a, "mask_logits": m} for a, m in zip(answers, out.mask_logits)]
+        masks = self.segment(encoded, [torch.cat([p.cpu().long(), a]) for p, a in zip(prompt_ids, answers)])
+        return [{"output_ids": a, "mask_logits": m} for a, m in zip(answers, masks)]
 
 
 def left_align(embeds: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
