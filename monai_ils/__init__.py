@@ -8,4 +8,7 @@ if "transformers" in _sys.modules:
     # With transformers already loaded, register ROSALIA with its Auto* classes now, so that
     # ``AutoModelForCausalLM.from_pretrained(folder)`` works after ``import monai_ils``; otherwise
     # ``import monai_ils.models`` registers it (kept lazy so the report/generation CLIs start fast).
-    import monai_ils.models  # noqa: F401
+    try:
+        import monai_ils.models  # noqa: F401
+    except ImportError:  # the model extra (segment-anything, peft) is not installed: nothing to register
+        pass
