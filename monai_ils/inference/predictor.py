@@ -4,8 +4,9 @@ Two modes:
 
 - ``"segment"``: the answer is teacher-forced to ``[SEG]`` and one forward pass gives the mask
   (no text; what the paper times at 20 minutes for the 12K-sample test set).
-- ``"generate"``: greedy decoding of the answer; every generated ``[SEG]`` gives a mask (the
-  paper's 1.5 hours). Prompts are decoded as a batch with a shared KV cache.
+- ``"generate"``: the answer is decoded by ``RosaliaForCausalLM.generate`` (transformers' generation,
+  greedy by default); every generated ``[SEG]`` gives a mask (the paper's 1.5 hours). Prompts are
+  decoded as a batch.
 
 The frozen encoders (SAM image encoder, vision tower) run once per image; their outputs live in an
 LRU :class:`~monai_ils.inference.cache.EmbeddingCache` keyed by image path (or pixel hash), so the
@@ -23,13 +24,15 @@ import numpy as np
 import torch
 
 from monai_ils.inference.cache import EmbeddingCache, image_key
-from monai_ils.models import EncodedImages, RosaliaModel, RosaliaProcessor, load_rosalia, pad_sequences
+from monai_ils.models import EncodedImages, RosaliaModel, RosaliaProcessor, load_rosalia
 from monai_ils.models.processing import to_rgb_uint8
 from monai_ils.vocab import SEG_TOKEN
 
 logger = logging.getLogger(__name__)
 
 MODES = ("segment", "generate")
+NO_SEG_GENERATED = "no_seg_generated"
+NO_FOREGROUND = "no_foreground"
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 
@@ -41,6 +44,9 @@ class Prediction:
     mask: bool [H, W] at the image's original size, the union of the masks of every [SEG] token
     (empty when the answer has none). text: the decoded answer (None in "segment" mode).
     n_seg: number of [SEG] masks. mask_logits: [n_seg, H, W] float logits when requested.
+    empty_reason: why the mask is blank, None when it is not: ``"no_seg_generated"`` (the answer has
+    no [SEG], so nothing was segmented; a negative answer when the model is right) or
+    ``"no_foreground"`` (a [SEG] was generated but no logit passed ``mask_threshold``).
     """
 
     instruction: str
@@ -50,6 +56,7 @@ class Prediction:
     mode: str
     mask_logits: torch.Tensor | None = None
     extra: dict = field(default_factory=dict)
+    empty_reason: str | None = None
 
     @property
     def is_empty(self) -> bool:
@@ -90,8 +97,8 @@ class RosaliaPredictor:
         cache_size: images whose encoder outputs are kept (0 disables the cache).
         max_new_tokens: answer length limit in "generate" mode.
         mask_threshold: foreground where the mask logit is above it (LISA: 0).
-        batched_generation: decode all prompts of a batch together (False: one at a time with
-            ``RosaliaModel.generate``, the reference implementation).
+        generation_kwargs: options of transformers' ``generate`` (``num_beams``, ``do_sample``,
+            ``temperature``, ``repetition_penalty`` ...); default greedy.
     """
 
     def __init__(
@@ -103,7 +110,7 @@ class RosaliaPredictor:
         cache_size: int = 64,
         max_new_tokens: int = 32,
         mask_threshold: float = 0.0,
-        batched_generation: bool = True,
+        generation_kwargs: dict | None = None,
     ) -> None:
         self.model = model.eval()
         self.processor = processor
@@ -114,7 +121,7 @@ class RosaliaPredictor:
         self.cache = EmbeddingCache(cache_size)
         self.max_new_tokens = int(max_new_tokens)
         self.mask_threshold = float(mask_threshold)
-        self.batched_generation = bool(batched_generation)
+        self.generation_kwargs = dict(generation_kwargs or {})
         self.encoded_images = 0  # how many times the frozen encoders ran (one per image when cached)
 
     # ------------------------------------------------------------------------------ loading
@@ -153,15 +160,18 @@ class RosaliaPredictor:
         cached = self.cache.get(key)
         if cached is not None:
             return cached
-        rgb = to_rgb_uint8(image)
-        if not rgb.flags.writeable:  # arrays viewed from PIL are read-only; torch.from_numpy warns about them
-            rgb = rgb.copy()
-        sam_pixels, input_size = self.processor.sam_image(rgb)
-        clip_pixels = self.processor.vlm_image(rgb)
-        encoded = self.model.encode_images(sam_pixels[None], clip_pixels[None], [input_size], [rgb.shape[:2]])
+        sam_pixels, clip_pixels, input_size, original_size = self.model_inputs(image)
+        encoded = self.model.encode_images(sam_pixels[None], clip_pixels[None], [input_size], [original_size])
         self.encoded_images += 1
         self.cache.put(key, encoded)
         return encoded
+
+    def model_inputs(self, image) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int], tuple[int, int]]:
+        """(SAM pixels, VLM pixels, SAM input size, original size) of one image, read through the shared
+        image path (`to_rgb_uint8`: LoadCXR + ScaleCXRIntensity for files), as training reads it."""
+        rgb = to_rgb_uint8(image)
+        sam_pixels, input_size = self.processor.sam_image(rgb)
+        return sam_pixels, self.processor.vlm_image(rgb), input_size, tuple(int(v) for v in rgb.shape[:2])
 
     # ------------------------------------------------------------------------------ public API
     def predict(self, image, instruction: str, mode: str | None = None, return_logits: bool = False) -> Prediction:
@@ -210,10 +220,10 @@ class RosaliaPredictor:
             texts = [None] * len(items)
         else:
             prompts = [self.processor.encode_prompt(item.instruction) for item in items]
-            if self.batched_generation:
-                results = self._generate_batch(encoded, prompts)
-            else:
-                results = self.model.generate(encoded, prompts, max_new_tokens=self.max_new_tokens, eos_token_id=self.processor.tokenizer.eos_token_id)
+            results = self.model.generate(
+                encoded, prompts, max_new_tokens=self.max_new_tokens, eos_token_id=self.processor.tokenizer.eos_token_id,
+                **self.generation_kwargs,
+            )
             logits = [r["mask_logits"] for r in results]
             texts = [self.processor.decode(r["output_ids"]) for r in results]
         predictions = []
@@ -223,70 +233,16 @@ class RosaliaPredictor:
                 mask = (mask_logits > self.mask_threshold).any(0).cpu().numpy()
             else:
                 mask = np.zeros(size, dtype=bool)
+            n_seg = int(mask_logits.shape[0])
+            reason = None
+            if n_seg == 0:
+                reason = NO_SEG_GENERATED
+            elif not mask.any():
+                reason = NO_FOREGROUND
             predictions.append(
-                Prediction(item.instruction, mask, text, int(mask_logits.shape[0]), mode, mask_logits.cpu() if return_logits else None)
+                Prediction(item.instruction, mask, text, n_seg, mode, mask_logits.cpu() if return_logits else None, empty_reason=reason)
             )
         return predictions
-
-    @torch.no_grad()
-    def _generate_batch(self, encoded: EncodedImages, prompt_ids: Sequence[torch.Tensor]) -> list[dict]:
-        """Greedy decoding of a batch of prompts with one KV cache; same outputs as ``RosaliaModel.generate``.
-
-        The prompts are right-padded; every row keeps its own position ids, and padding is masked out
-        of attention, so a row sees exactly what it would see alone.
-        """
-        model = self.model
-        lm = model.language_model
-        device = model.device
-        eos = self.processor.tokenizer.eos_token_id
-        image_embeds = model.mm_projector(encoded.vision_features.to(device=device, dtype=model.mm_projector_dtype))
-        ids, attention = pad_sequences(prompt_ids, pad_value=0)
-        embeds, mask, _, _ = model.merge_image_features(ids.to(device), image_embeds, attention.to(device))
-        rows = torch.arange(len(prompt_ids), device=device)
-        lengths = mask.sum(1)
-        positions = (mask.cumsum(1) - 1).clamp(min=0)
-        out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True, output_hidden_states=True)
-        past = out.past_key_values
-        hidden = out.hidden_states[-1][rows, lengths - 1]
-        logits = out.logits[rows, lengths - 1]
-        next_position = lengths.clone()
-        generated: list[list[int]] = [[] for _ in prompt_ids]
-        seg_hidden: list[list[torch.Tensor]] = [[] for _ in prompt_ids]
-        finished = [False] * len(prompt_ids)
-        embed = model.get_input_embeddings()
-        for _ in range(self.max_new_tokens):
-            tokens = logits.argmax(-1)
-            for b, token in enumerate(tokens.tolist()):
-                if finished[b]:
-                    continue
-                generated[b].append(token)
-                if token == model.seg_token_id:
-                    seg_hidden[b].append(hidden[b])
-                if eos is not None and token == eos:
-                    finished[b] = True
-            if all(finished):
-                break
-            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], 1)
-            out = lm(
-                inputs_embeds=embed(tokens.view(-1, 1)),
-                attention_mask=mask,
-                position_ids=next_position.view(-1, 1),
-                past_key_values=past,
-                use_cache=True,
-                output_hidden_states=True,
-            )
-            next_position = next_position + 1
-            past, hidden, logits = out.past_key_values, out.hidden_states[-1][:, -1], out.logits[:, -1]
-        results = []
-        for b in range(len(prompt_ids)):
-            if seg_hidden[b]:
-                prompts = model.text_hidden_fcs[0](torch.stack(seg_hidden[b]))
-                low_res = model.decode_masks(prompts, encoded.sam_embeddings[b : b + 1].to(device))
-                masks = model.postprocess(low_res, encoded.input_sizes[b], encoded.original_sizes[b])
-            else:
-                masks = torch.zeros((0, *encoded.original_sizes[b]), device=device)
-            results.append({"output_ids": torch.tensor(generated[b], dtype=torch.long), "mask_logits": masks})
-        return results
 
     def cache_stats(self) -> dict:
         return {**self.cache.stats(), "encoded_images": self.encoded_images}

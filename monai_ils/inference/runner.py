@@ -207,6 +207,7 @@ def _record(request: Request, prediction: Prediction, output_dir: Path) -> dict:
         "mask_path": rel,
         "mask_area": int(prediction.mask.sum()),
         "n_seg": prediction.n_seg,
+        "empty_reason": prediction.empty_reason,
         **request.extra,
     }
 

@@ -20,5 +20,32 @@ from monai_ils.models.processing import (
     SegTokenError,
     seg_token_id,
 )
-from monai_ils.models.rosalia import EncodedImages, RosaliaConfig, RosaliaModel, RosaliaOutput, mask_from_logits, pad_sequences
+from monai_ils.models.rosalia import (
+    EncodedImages,
+    RosaliaConfig,
+    RosaliaForCausalLM,
+    RosaliaModel,
+    RosaliaOutput,
+    lisa_7b_config,
+    mask_from_logits,
+    pad_sequences,
+)
 from monai_ils.models.sam import SamConfig, build_sam, infer_sam_config
+
+
+def _register_auto_classes() -> None:
+    """``AutoConfig`` / ``AutoModel`` / ``AutoModelForCausalLM`` know "rosalia" once monai_ils is imported."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+    try:
+        AutoConfig.register(RosaliaConfig.model_type, RosaliaConfig)
+    except ValueError:  # already registered (module reloaded)
+        pass
+    for auto in (AutoModel, AutoModelForCausalLM):
+        try:
+            auto.register(RosaliaConfig, RosaliaForCausalLM)
+        except ValueError:
+            pass
+
+
+_register_auto_classes()

@@ -27,6 +27,7 @@ from PIL import Image
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from monai_ils.models.sam import SAM_PIXEL_MEAN, SAM_PIXEL_STD
+from monai_ils.transforms.intensity import cxr_image_path, scale_cxr_intensity
 from monai_ils.vocab import SEG_TOKEN
 
 IMAGE_TOKEN_INDEX = -200
@@ -73,14 +74,16 @@ def add_rosalia_tokens(tokenizer, use_im_start_end: bool = True) -> int:
 
 
 def to_rgb_uint8(image) -> np.ndarray:
-    """An image path, PIL image or array (H, W) / (H, W, C) as an RGB uint8 array [H, W, 3].
+    """An image file (DICOM, PNG, JPG), PIL image or array (H, W) / (H, W, C) / (1, H, W) as RGB uint8 [H, W, 3].
 
-    Non-uint8 arrays are min-max scaled to 0..255 (DICOM-derived floats, 16-bit PNGs).
+    Files go through the one image path of monai-ils (`cxr_image_path`: `LoadCXR`, MONOCHROME1
+    inverted, then `ScaleCXRIntensity`); non-uint8 arrays get the same min-max scaling, so a DICOM, its
+    8-bit PNG export and its pixel array all give the model the same contrast.
     """
     if isinstance(image, (str, os.PathLike)):
-        with Image.open(image) as pil:
-            pil.load()
-            image = pil
+        if not Path(image).is_file():
+            raise FileNotFoundError(f"{image}: image file not found.")
+        image = np.asarray(_image_path()(image))
     if isinstance(image, Image.Image):
         if image.mode in ("I", "I;16", "F"):
             image = np.asarray(image)
@@ -91,15 +94,23 @@ def to_rgb_uint8(image) -> np.ndarray:
         array = np.moveaxis(array, 0, -1)  # channel-first input
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
-    if array.dtype != np.uint8:
-        array = array.astype(np.float64)
-        low, high = float(array.min()), float(array.max())
-        array = ((array - low) / (high - low) * 255.0 if high > low else np.zeros_like(array)).round().astype(np.uint8)
+    if array.ndim == 2 or array.dtype != np.uint8:  # greyscale (any depth) and non-uint8 colour: the one scaling
+        array = scale_cxr_intensity(array).astype(np.uint8)
     if array.ndim == 2:
         array = np.repeat(array[..., None], 3, axis=-1)
     if array.ndim != 3 or array.shape[-1] != 3:
         raise ValueError(f"Expected a 2-D grey or RGB image, got an array of shape {array.shape}.")
     return np.require(array, requirements=["C", "W"])  # writable: torch.from_numpy downstream
+
+
+_IMAGE_PATH = None
+
+
+def _image_path():
+    global _IMAGE_PATH
+    if _IMAGE_PATH is None:
+        _IMAGE_PATH = cxr_image_path()
+    return _IMAGE_PATH
 
 
 @contextmanager

@@ -15,33 +15,54 @@ the frozen-encoder cache and inference avoid recomputing them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
 
 from monai_ils.models.processing import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from monai_ils.models.sam import SamConfig, build_sam
 
 
-@dataclass
-class RosaliaConfig:
-    """Everything needed to build the model without weights.
+class RosaliaConfig(PretrainedConfig):
+    """Everything needed to build the model without weights (a transformers ``PretrainedConfig``).
 
     text_config / vision_config: ``LlamaConfig`` / ``CLIPVisionConfig`` dicts (any causal LM that
     ``AutoModelForCausalLM.from_config`` accepts works for text_config, with its ``model_type``).
     projector_type: "linear" (LLaVA v1, LISA) or "mlp2x_gelu" (LLaVA 1.5, HF LLaVA).
+    A ``config.json`` written by the earlier dataclass config (same fields) reads back unchanged.
     """
 
-    text_config: dict
-    vision_config: dict
-    sam_config: dict = field(default_factory=lambda: SamConfig().to_dict())
-    projector_type: str = "linear"
-    vision_select_layer: int = -2
-    vision_select_feature: str = "patch"
-    seg_token_id: int = -1
-    image_token_index: int = IMAGE_TOKEN_INDEX
-    train_mask_decoder: bool = True
+    model_type = "rosalia"
+
+    def __init__(
+        self,
+        text_config: dict | None = None,
+        vision_config: dict | None = None,
+        sam_config: dict | None = None,
+        projector_type: str = "linear",
+        vision_select_layer: int = -2,
+        vision_select_feature: str = "patch",
+        seg_token_id: int = -1,
+        image_token_index: int = IMAGE_TOKEN_INDEX,
+        train_mask_decoder: bool = True,
+        **kwargs,
+    ):
+        self.text_config = dict(text_config or {})
+        self.vision_config = dict(vision_config or {})
+        self.sam_config = dict(sam_config) if sam_config is not None else SamConfig().to_dict()
+        self.projector_type = projector_type
+        self.vision_select_layer = int(vision_select_layer)
+        self.vision_select_feature = vision_select_feature
+        self.seg_token_id = int(seg_token_id)
+        self.image_token_index = int(image_token_index)
+        self.train_mask_decoder = bool(train_mask_decoder)
+        for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            if key not in kwargs and key in self.text_config:
+                kwargs[key] = self.text_config[key]
+        kwargs.setdefault("tie_word_embeddings", False)
+        super().__init__(**kwargs)
 
     @property
     def hidden_size(self) -> int:
@@ -51,13 +72,12 @@ class RosaliaConfig:
     def out_dim(self) -> int:
         return int(self.sam_config.get("prompt_embed_dim", 256))
 
-    def to_dict(self) -> dict:
-        return {"model_type": "rosalia", **asdict(self)}
+    def get_text_config(self, *args, **kwargs):
+        """The language model's config (what generation reads vocab size, eos and cache shapes from)."""
+        from transformers import AutoConfig
 
-    @classmethod
-    def from_dict(cls, data: dict) -> RosaliaConfig:
-        data = {k: v for k, v in data.items() if k != "model_type"}
-        return cls(**data)
+        text = dict(self.text_config)
+        return AutoConfig.for_model(text.pop("model_type", "llama"), **text)
 
 
 @dataclass
@@ -110,18 +130,26 @@ def build_projector(kind: str, in_dim: int, out_dim: int) -> nn.Module:
     raise ValueError(f"Unknown projector_type {kind!r}; expected 'linear' or 'mlp2x_gelu'.")
 
 
-class RosaliaModel(nn.Module):
-    """Vision tower + projector + causal LM (``language_model``) + SAM (``visual_model``) + ``text_hidden_fcs``."""
+class RosaliaForCausalLM(PreTrainedModel, GenerationMixin):
+    """Vision tower + projector + causal LM (``language_model``) + SAM (``visual_model``) + ``text_hidden_fcs``.
+
+    A transformers ``PreTrainedModel``: ``from_pretrained`` builds it on the meta device and fills it
+    from safetensors (no random init of the weights), ``save_pretrained`` writes the standard layout.
+    """
+
+    config_class = RosaliaConfig
+    base_model_prefix = "rosalia"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["LlamaDecoderLayer", "CLIPEncoderLayer"]
+    _keys_to_ignore_on_load_unexpected = [r"rotary_emb\.inv_freq"]
 
     def __init__(self, config: RosaliaConfig, language_model: nn.Module | None = None, vision_tower: nn.Module | None = None):
-        super().__init__()
-        from transformers import AutoConfig, AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModel
+        super().__init__(config)
+        from transformers import AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModel
 
-        self.config = config
         if language_model is None:
-            text = dict(config.text_config)
-            text_cfg = AutoConfig.for_model(text.pop("model_type", "llama"), **text)
-            language_model = AutoModelForCausalLM.from_config(text_cfg)
+            language_model = AutoModelForCausalLM.from_config(config.get_text_config())
         self.language_model = language_model
         self.vision_tower = vision_tower if vision_tower is not None else CLIPVisionModel(CLIPVisionConfig(**config.vision_config))
         vision_hidden = int(self.vision_tower.config.hidden_size)
@@ -131,6 +159,23 @@ class RosaliaModel(nn.Module):
         self.text_hidden_fcs = nn.ModuleList(
             [nn.Sequential(nn.Linear(h, h), nn.ReLU(inplace=True), nn.Linear(h, config.out_dim), nn.Dropout(0.0))]
         )
+        self.post_init()
+        self.freeze_encoders()
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """transformers' loader (meta-device build, safetensors shards), then what it cannot know about:
+        SAM's non-persistent pixel statistics (never in a checkpoint) and the frozen encoders."""
+        model = super().from_pretrained(*args, **kwargs)
+        model._restore_after_load()
+        return model
+
+    def _restore_after_load(self) -> None:
+        sam_cfg = SamConfig.from_any(self.config.sam_config)
+        sam = self.visual_model
+        for name, values in (("pixel_mean", sam_cfg.pixel_mean), ("pixel_std", sam_cfg.pixel_std)):
+            buffer = getattr(sam, name)
+            setattr(sam, name, torch.tensor(list(values), dtype=torch.float32, device=buffer.device).view(-1, 1, 1))
         self.freeze_encoders()
 
     # ---------------------------------------------------------------- parameters
@@ -149,20 +194,23 @@ class RosaliaModel(nn.Module):
     def sam_img_size(self) -> int:
         return int(self.visual_model.image_encoder.img_size)
 
-    @property
-    def device(self) -> torch.device:
-        return self.text_hidden_fcs[0][0].weight.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.text_hidden_fcs[0][0].weight.dtype
-
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
 
-    def resize_token_embeddings(self, size: int) -> None:
-        self.language_model.resize_token_embeddings(size)
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.language_model.get_output_embeddings()
+
+    def resize_token_embeddings(self, size: int, *args, **kwargs):
+        out = self.language_model.resize_token_embeddings(size, *args, **kwargs)
         self.config.text_config["vocab_size"] = int(size)
+        return out
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Nothing to do: a fresh model's modules initialise themselves when built, and a loaded one gets
+        every weight from its checkpoint (``from_pretrained`` reports any that are missing)."""
 
     # ---------------------------------------------------------------- frozen encoders
     @torch.no_grad()
@@ -321,7 +369,8 @@ class RosaliaModel(nn.Module):
     # ---------------------------------------------------------------- inference
     @torch.no_grad()
     def segment(self, encoded: EncodedImages, prompt_ids: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Segmentation-only inference: one teacher-forced pass per prompt that ends with ``[SEG]``.
+        """Teacher-forced masks: one pass over each prompt, a mask per ``[SEG]`` in it (segmentation-only
+        inference when the prompt ends with ``[SEG]``; :meth:`generate` runs it on prompt + answer).
 
         ``prompt_ids[i]`` (from ``RosaliaProcessor.encode_prompt(instr, answer_prefix="[SEG]")``) is paired
         with image i of ``encoded``. Returns [k, H, W] mask logits at the original size per prompt.
@@ -341,47 +390,66 @@ class RosaliaModel(nn.Module):
 
     @torch.no_grad()
     def generate(
-        self, encoded: EncodedImages, prompt_ids: Sequence[torch.Tensor], max_new_tokens: int = 32, eos_token_id: int | None = None
+        self,
+        encoded: EncodedImages,
+        prompt_ids: Sequence[torch.Tensor],
+        max_new_tokens: int = 32,
+        eos_token_id: int | None = None,
+        **generate_kwargs,
     ) -> list[dict]:
-        """Greedy decoding with a KV cache, one prompt at a time; masks from the generated [SEG] tokens.
+        """Answer a batch of prompts with transformers' ``generate``, then segment at every generated [SEG].
 
-        Returns, per prompt, ``{"output_ids": LongTensor, "mask_logits": [k, H, W]}``; decode the ids
-        with ``RosaliaProcessor.decode``.
+        Decoding is the language model's ``GenerationMixin.generate`` on the image-merged embeddings
+        (left-aligned batch), so every ``GenerationConfig`` option works: greedy by default,
+        ``num_beams``, ``do_sample``/``temperature``/``top_p``, ``repetition_penalty`` ... After
+        decoding, one teacher-forced :meth:`forward` over prompt + answer yields the [SEG] hidden states
+        and the masks: the same SAM decode path as training and segmentation-only inference, whatever
+        the decoding strategy. Returns, per prompt, ``{"output_ids": LongTensor, "mask_logits": [k, H, W]}``
+        (``k`` = number of generated [SEG]; decode the ids with ``RosaliaProcessor.decode``).
         """
         if len(prompt_ids) != len(encoded):
             raise ValueError(f"generate: {len(prompt_ids)} prompts for {len(encoded)} images.")
-        eos = eos_token_id if eos_token_id is not None else getattr(self.language_model.config, "eos_token_id", None)
-        results = []
+        if int(generate_kwargs.get("num_return_sequences", 1)) != 1:
+            raise ValueError("generate: num_return_sequences must be 1 (one answer, one set of masks per prompt).")
+        lm_config = self.language_model.config
+        eos = eos_token_id if eos_token_id is not None else getattr(lm_config, "eos_token_id", None)
+        pad = getattr(lm_config, "pad_token_id", None)
+        pad = pad if pad is not None else (eos if eos is not None else 0)
         device = self.device
-        for i, ids in enumerate(prompt_ids):
-            one = encoded.select(i)
-            image_embeds = self.mm_projector(one.vision_features.to(device=device, dtype=self.mm_projector_dtype))
-            embeds, mask, _, _ = self.merge_image_features(ids.view(1, -1).to(device), image_embeds)
-            out = self.language_model(inputs_embeds=embeds, attention_mask=mask, use_cache=True, output_hidden_states=True)
-            past, hidden = out.past_key_values, out.hidden_states[-1][:, -1]
-            logits = out.logits[:, -1]
-            generated, seg_hidden = [], []
-            for _ in range(max_new_tokens):
-                token = int(logits.argmax(-1))
-                generated.append(token)
-                if token == self.seg_token_id:
-                    seg_hidden.append(hidden[0])
-                if eos is not None and token == eos:
-                    break
-                mask = torch.cat([mask, mask.new_ones((1, 1))], 1)
-                step = self.get_input_embeddings()(torch.tensor([[token]], device=device))
-                out = self.language_model(
-                    inputs_embeds=step, attention_mask=mask, past_key_values=past, use_cache=True, output_hidden_states=True
-                )
-                past, hidden, logits = out.past_key_values, out.hidden_states[-1][:, -1], out.logits[:, -1]
-            if seg_hidden:
-                prompts = self.text_hidden_fcs[0](torch.stack(seg_hidden))
-                low_res = self.decode_masks(prompts, one.sam_embeddings.to(device))
-                masks = self.postprocess(low_res, one.input_sizes[0], one.original_sizes[0])
-            else:
-                masks = torch.zeros((0, *one.original_sizes[0]), device=device)
-            results.append({"output_ids": torch.tensor(generated, dtype=torch.long), "mask_logits": masks})
-        return results
+        image_embeds = self.mm_projector(encoded.vision_features.to(device=device, dtype=self.mm_projector_dtype))
+        ids, attention = pad_sequences(prompt_ids, pad_value=0)
+        embeds, mask, _, _ = self.merge_image_features(ids.to(device), image_embeds, attention.to(device))
+        embeds, mask = left_align(embeds, mask)
+        options = {"do_sample": False, "num_beams": 1, **generate_kwargs}
+        sequences = self.language_model.generate(
+            inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad, **options
+        )
+        if not isinstance(sequences, torch.Tensor):  # return_dict_in_generate=True
+            sequences = sequences.sequences
+        answers = [_until_eos(row, eos) for row in sequences.cpu()]
+        masks = self.segment(encoded, [torch.cat([p.cpu().long(), a]) for p, a in zip(prompt_ids, answers)])
+        return [{"output_ids": a, "mask_logits": m} for a, m in zip(answers, masks)]
+
+
+def left_align(embeds: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move right-padded rows to the right edge (left padding), as batched generation needs."""
+    lengths = mask.sum(1)
+    length = embeds.shape[1]
+    out_embeds, out_mask = torch.zeros_like(embeds), torch.zeros_like(mask)
+    for b, n in enumerate(lengths.tolist()):
+        out_embeds[b, length - n :] = embeds[b, :n]
+        out_mask[b, length - n :] = 1
+    return out_embeds, out_mask
+
+
+def _until_eos(row: torch.Tensor, eos: int | None) -> torch.Tensor:
+    """Generated ids up to and including the first EOS (the rest is padding of finished rows)."""
+    row = row.long()
+    if eos is not None:
+        hits = (row == eos).nonzero().flatten()
+        if len(hits):
+            return row[: int(hits[0]) + 1]
+    return row
 
 
 def pad_sequences(sequences: Sequence[torch.Tensor], pad_value: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -403,12 +471,17 @@ def mask_from_logits(logits: torch.Tensor) -> torch.Tensor:
 __all__ = [
     "EncodedImages",
     "RosaliaConfig",
+    "RosaliaForCausalLM",
     "RosaliaModel",
     "RosaliaOutput",
     "build_projector",
     "mask_from_logits",
     "pad_sequences",
 ]
+
+
+RosaliaModel = RosaliaForCausalLM
+"""The name used before the model became a ``PreTrainedModel``; kept for existing code."""
 
 
 CLIP_VIT_L14_224 = dict(
@@ -426,7 +499,8 @@ def lisa_7b_config(seg_token_id: int = 32000) -> RosaliaConfig:
     """The architecture of LISA-7B / ROSALIA: LLaVA v1 Llama-7B, CLIP ViT-L/14 at 224 px, SAM ViT-H.
 
     Build it on the meta device to inspect shapes without memory:
-    ``with torch.device("meta"): RosaliaModel(lisa_7b_config())``.
+    ``with torch.device("meta"): RosaliaForCausalLM(lisa_7b_config())`` (or ``RosaliaForCausalLM._from_config``
+    under that context); see :func:`monai_ils.models.size.model_size`.
     """
     return RosaliaConfig(
         text_config=dict(LLAVA_V1_7B_TEXT), vision_config=dict(CLIP_VIT_L14_224), sam_config=SamConfig().to_dict(), seg_token_id=seg_token_id

@@ -22,6 +22,10 @@ from monai_ils.models.rosalia import RosaliaModel
 INFO_FILE = "cache_info.json"
 
 
+IMAGE_PATH_VERSION = "LoadCXR+ScaleCXRIntensity(min-max 0..255)"
+"""Names the image path the cached pixels went through (monai_ils.transforms.intensity)."""
+
+
 class CacheError(RuntimeError):
     """A cache folder that does not match the model, or an image that could not be encoded."""
 
@@ -33,6 +37,7 @@ def encoder_fingerprint(model: RosaliaModel, processor: RosaliaProcessor) -> str
     h.update(json.dumps([cfg.vision_config, cfg.sam_config, cfg.vision_select_layer, cfg.vision_select_feature], sort_keys=True, default=str).encode())
     h.update(json.dumps(processor.image_processor.to_dict(), sort_keys=True, default=str).encode())
     h.update(json.dumps([processor.settings.sam_img_size, list(processor.settings.sam_pixel_mean), list(processor.settings.sam_pixel_std)]).encode())
+    h.update(IMAGE_PATH_VERSION.encode())  # caches encoded under another intensity convention are refused
     for module in (model.vision_tower, model.visual_model.image_encoder):
         for name, tensor in sorted(module.state_dict().items()):
             h.update(name.encode())

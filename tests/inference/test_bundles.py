@@ -103,3 +103,13 @@ def test_inference_bundle_config(tiny_model_dir, tiny_dataset, tmp_path):
     assert [r["id"] for r in records] == ["r0", "r1"]
     assert all(r["text"] is None and r["n_seg"] == 1 for r in records)
     assert load_mask_png(tmp_path / "pred" / records[0]["mask_path"]).shape == np.asarray(Image.open(image)).shape
+
+
+def test_generation_options_of_inference_json_reach_the_predictor(tiny_model_dir):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(Path(__file__).resolve().parents[2] / "bundles" / "rosalia" / "configs" / "inference.json"))
+    parser.update({"checkpoint_dir": str(tiny_model_dir), "device": "cpu", "generation_kwargs": {"num_beams": 2}})
+    predictor = parser.get_parsed_content("predictor")
+    assert predictor.generation_kwargs == {"num_beams": 2}

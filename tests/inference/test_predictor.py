@@ -47,15 +47,47 @@ def test_segment_mode_matches_the_model_and_encodes_once(predictor, image):
 
 def test_batched_generation_equals_one_at_a_time(predictor, image):
     batched = predictor.predict_many(image, INSTRUCTIONS, mode="generate", return_logits=True)
-    predictor.batched_generation = False
-    try:
-        single = predictor.predict_many(image, INSTRUCTIONS, mode="generate", return_logits=True)
-    finally:
-        predictor.batched_generation = True
-    for a, b in zip(batched, single):
+    single = RosaliaPredictor(predictor.model, predictor.processor, batch_size=1, max_new_tokens=6)
+    for a, b in zip(batched, single.predict_many(image, INSTRUCTIONS, mode="generate", return_logits=True)):
         assert a.text == b.text and a.n_seg == b.n_seg
         assert isinstance(a.text, str) and a.text
         torch.testing.assert_close(a.mask_logits, b.mask_logits, atol=1e-4, rtol=1e-4)
+
+
+def test_generate_is_greedy_and_its_masks_are_the_teacher_forced_ones(predictor, image):
+    """Every generated token is the argmax of a teacher-forced pass over prompt + answer, and the masks
+    of the generated [SEG]s are those of that pass (one SAM decode path)."""
+    model, proc = predictor.model, predictor.processor
+    enc = predictor.encode(image)
+    prompt = proc.encode_prompt(INSTRUCTIONS[0])
+    answer = model.generate(enc, [prompt], max_new_tokens=6)[0]
+    full = torch.cat([prompt, answer["output_ids"]])
+    out = model.forward(full[None], sam_embeddings=enc.sam_embeddings, vision_features=enc.vision_features,
+                        input_sizes=enc.input_sizes, output_sizes=enc.original_sizes)
+    n_image = enc.vision_features.shape[1]
+    answer_logits = out.logits[0, len(prompt) - 1 + n_image - 1 : -1]  # positions that predict each answer token
+    assert answer_logits.argmax(-1).tolist() == answer["output_ids"].tolist()
+    torch.testing.assert_close(answer["mask_logits"], out.mask_logits[0])
+    assert answer["mask_logits"].shape[0] == int((answer["output_ids"] == model.seg_token_id).sum())
+
+
+def test_generation_options_reach_transformers_generate(predictor, image):
+    beam = RosaliaPredictor(predictor.model, predictor.processor, max_new_tokens=6, generation_kwargs={"num_beams": 2})
+    assert beam.predict(image, INSTRUCTIONS[0], mode="generate").text
+    with pytest.raises(ValueError, match="num_return_sequences"):
+        RosaliaPredictor(predictor.model, predictor.processor, generation_kwargs={"num_return_sequences": 2}).predict(
+            image, INSTRUCTIONS[0], mode="generate")
+
+
+def test_blank_masks_say_why(predictor, image):
+    none = RosaliaPredictor(predictor.model, predictor.processor, max_new_tokens=1,
+                            generation_kwargs={"suppress_tokens": [predictor.model.seg_token_id]})
+    pred = none.predict(image, INSTRUCTIONS[0], mode="generate")
+    assert pred.n_seg == 0 and pred.is_empty and pred.empty_reason == "no_seg_generated"
+    high = RosaliaPredictor(predictor.model, predictor.processor, mask_threshold=1e9)
+    pred = high.predict(image, INSTRUCTIONS[0], mode="segment")
+    assert pred.n_seg == 1 and pred.is_empty and pred.empty_reason == "no_foreground"
+    assert predictor.predict(image, INSTRUCTIONS[0], mode="segment").empty_reason in (None, "no_foreground")
 
 
 def test_cache_is_keyed_by_pixels_and_path(tmp_path, image):

@@ -91,3 +91,32 @@ def test_ds_config_fills_auto_values(tmp_path):
     zero = config["zero_optimization"]
     assert zero["stage"] == 2 and zero["overlap_comm"] and zero["contiguous_gradients"]
     assert base["optimizer"]["params"]["lr"] == "auto"  # the file itself is untouched
+
+
+@pytest.mark.parametrize("form", ["checkpoint_folder", "single_file", "shards", "safetensors_shards"])
+def test_zero_checkpoint_converter_reads_every_zero_to_fp32_form(run, tmp_path, form):
+    """DeepSpeed's own zero_to_fp32 writes the inputs; the merged result equals the run's export."""
+    import deepspeed
+    from deepspeed.utils.zero_to_fp32 import convert_zero_checkpoint_to_fp32_state_dict
+
+    from monai_ils.models.convert_zero import convert_zero_checkpoint, read_zero_state_dict
+
+    _, _, root, folder = run
+    checkpoints = root / "out" / "checkpoints"
+    source = checkpoints
+    if form != "checkpoint_folder":
+        source = tmp_path / "fp32"
+        shard = "10GB" if form == "single_file" else "100KB"
+        convert_zero_checkpoint_to_fp32_state_dict(str(checkpoints), str(source), max_shard_size=shard,
+                                                   safe_serialization=form == "safetensors_shards")
+        index = list(source.glob("*.index.json"))
+        assert (len(index) == 1) == (form != "single_file"), (deepspeed.__version__, list(source.iterdir()))
+    weights = read_zero_state_dict(source)
+    assert weights.has_lora and weights.lora_files and not any(k.startswith(("module.", "base_model.")) for k in weights.state)
+    with pytest.raises(ValueError, match="LoRA weights found in"):
+        convert_zero_checkpoint(source, folder, tmp_path / "no_lora")
+    exported = convert_zero_checkpoint(source, folder, tmp_path / "merged", lora={"r": 8, "alpha": 16})
+    a, _ = load_pretrained(exported)
+    b, _ = load_pretrained(root / "out" / "merged")
+    for key, value in b.state_dict().items():
+        torch.testing.assert_close(a.state_dict()[key], value, msg=key)

@@ -86,12 +86,13 @@ class RosaliaInfer(CXRInferTask):
         self.predictor()
 
     def pre_transforms(self, data=None) -> Sequence[Callable]:
-        from monai_ils.transforms import LoadCXRd
+        from monai_ils.transforms import LoadCXRd, ScaleCXRIntensityd
 
         return [
             RequireTextd("instruction", max_length=1000, hint=f"Type an instruction, e.g. '{EXAMPLE}'"),
             *self.input_transforms(),
             LoadCXRd("image", frontal_check="flag"),
+            ScaleCXRIntensityd("image"),  # the model's image path (what training reads): LoadCXR + this scaling
         ]
 
     def run_inferer(self, data, convert_to_batch=True, device="cuda"):
@@ -109,6 +110,7 @@ class RosaliaInfer(CXRInferTask):
             "mode": mode,
             "masks": int(prediction.n_seg),
             "empty": bool(prediction.is_empty),
+            "empty_reason": prediction.empty_reason,  # "no_seg_generated" / "no_foreground" / None
             "foreground_pixels": int(prediction.mask.sum()),
             "image": {
                 "rows": int(image.shape[-2]),
