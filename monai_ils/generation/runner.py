@@ -134,6 +134,10 @@ class GenerationRunner:
         num_workers: 0 or 1 processes studies in this process; N > 1 spreads them over N spawned worker
             processes (one thread each), each with its own copy of the processor. Lines are still written
             in input order, and pairs are seeded per study, so the output is the same as with one process.
+        executor: ``"local"`` (this process or ``num_workers`` local processes), ``"ray"`` (a
+            :class:`~monai_ils.generation.ray_executor.RayExecutor` on a private local Ray), or an executor object
+            with ``lines(runner, pending, first_new)`` such as a configured ``RayExecutor``. Every executor writes
+            the same output, and a run started with one can be resumed with another.
     """
 
     def __init__(
@@ -147,6 +151,7 @@ class GenerationRunner:
         overwrite: bool = False,
         overlays: bool = True,
         num_workers: int = 0,
+        executor="local",
     ):
         if int(shard_size) < 1:
             raise ValueError(f"shard_size must be >= 1, got {shard_size!r}.")
@@ -163,6 +168,7 @@ class GenerationRunner:
         self.overwrite = overwrite
         self.write_overlays = overlays
         self.num_workers = int(num_workers)
+        self.executor = _executor(executor)
 
     # ------------------------------------------------------------------------------------------
     # folders and manifest
@@ -393,6 +399,9 @@ class GenerationRunner:
         With workers, at most ``2 * num_workers`` studies are in flight, so memory stays bounded and a
         changed input is still reported at the study where it differs.
         """
+        if self.executor is not None:
+            yield from self.executor.lines(self, pending, first_new)
+            return
         if self.num_workers > 1:
             yield from self._lines_in_workers(pending, first_new)
             return
@@ -527,6 +536,19 @@ class GenerationRunner:
 
 
 # ------------------------------------------------------------------------------------------------
+def _executor(executor):
+    """None for the local executor, else an object with ``lines(runner, pending, first_new)``."""
+    if executor is None or executor == "local":
+        return None
+    if executor == "ray":
+        from monai_ils.generation.ray_executor import RayExecutor
+
+        return RayExecutor()
+    if not hasattr(executor, "lines"):
+        raise ValueError(f"executor must be 'local', 'ray' or an executor object with lines(), got {executor!r}.")
+    return executor
+
+
 _WORKER_RUNNER: GenerationRunner | None = None
 
 
