@@ -1,6 +1,11 @@
 """executor: ray gives the local runner's bytes, resumes either way, survives a dead actor."""
 
+import json
 import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from tests.generation.gen_fixtures import toy_grounder, write_study_csv
@@ -10,6 +15,10 @@ from monai_ils.generation.pairs import PairGenerator
 from monai_ils.generation.processor import PairsProcessor
 from monai_ils.generation.ray_executor import RayExecutor
 from monai_ils.generation.runner import GenerationRunner
+
+ROOT = Path(__file__).resolve().parents[2]
+DRIVER = Path(__file__).with_name("ray_driver.py")
+LOCAL_WORKER = ROOT / "tests" / "generation" / "resume_worker.py"
 
 
 def tree_bytes(folder):
@@ -30,3 +39,107 @@ def test_ray_writes_what_the_local_runner_writes(ray_cluster, tmp_path):
     assert (summary.studies, summary.processed_now, summary.errors, summary.skipped) == (11, 11, 1, 2)
     assert executor.last_run["actors"] == 2 and executor.last_run["restarts"] == 0
     assert tree_bytes(tmp_path / "ray") == tree_bytes(tmp_path / "local")
+
+
+# ------------------------------------------------------------------------------------------------
+# faults
+# ------------------------------------------------------------------------------------------------
+class DiesOnce:
+    """Exits its worker process abruptly on study ``key`` (the first ``times`` times), as an OOM kill would."""
+
+    def __init__(self, key, marker_dir, times=1):
+        self.key, self.marker_dir, self.times = key, str(marker_dir), times
+        self.processor = PairsProcessor(toy_grounder, PairGenerator(seed=5))
+
+    def __call__(self, record):
+        if record.key == self.key:
+            deaths = len(os.listdir(self.marker_dir))
+            if deaths < self.times:
+                open(os.path.join(self.marker_dir, f"death{deaths}"), "w").close()
+                os._exit(3)
+        return self.processor(record)
+
+
+def test_dead_actor_is_replaced_and_its_study_retried(ray_cluster, tmp_path):
+    csv_path = write_study_csv(tmp_path / "in", 9)
+    make_runner(tmp_path / "local").run(CSVStudyIndex(csv_path))
+    (tmp_path / "deaths").mkdir()
+    executor = RayExecutor(concurrency=2, max_retries=2)
+    summary = make_runner(tmp_path / "ray", DiesOnce("st0003", tmp_path / "deaths", times=2), executor=executor).run(CSVStudyIndex(csv_path))
+    assert len(os.listdir(tmp_path / "deaths")) == 2  # died twice, the third try went through
+    assert executor.last_run["restarts"] == 2 and executor.last_run["worker_errors"] == 0
+    assert summary.processed_now == 9
+    assert tree_bytes(tmp_path / "ray") == tree_bytes(tmp_path / "local")
+
+
+def test_study_that_always_kills_its_actor_becomes_an_error_record(ray_cluster, tmp_path):
+    csv_path = write_study_csv(tmp_path / "in", 6)
+    (tmp_path / "deaths").mkdir()
+    executor = RayExecutor(concurrency=2, max_retries=1)
+    runner = make_runner(tmp_path / "ray", DiesOnce("st0002", tmp_path / "deaths", times=99), executor=executor)
+    summary = runner.run(CSVStudyIndex(csv_path))
+    assert len(os.listdir(tmp_path / "deaths")) == 2  # first try and one retry
+    assert (summary.studies, summary.errors) == (6, 2)  # st0004 is the toy input's own failure
+    errors = {e["key"]: e for e in map(json.loads, (tmp_path / "ray" / "errors.jsonl").read_text().splitlines())}
+    dead = errors["st0002"]["error"]
+    assert dead["stage"] == "worker" and "died 2 time(s)" in dead["message"]
+    assert errors["st0004"]["error"]["stage"] == "grounding"
+
+
+def _driver(csv_path, out, address, *signal_at):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, str(DRIVER), str(csv_path), str(out), address, *signal_at], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=240)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("reference")
+    csv_path = write_study_csv(folder / "in", 13)
+    make_runner(folder / "local").run(CSVStudyIndex(csv_path))
+    return csv_path, folder / "local"
+
+
+def test_killed_ray_driver_resumes_with_ray_and_with_local(ray_cluster, reference, tmp_path):
+    csv_path, local = reference
+    for resume_with in ("ray", "local"):
+        out = tmp_path / resume_with
+        killed = _driver(csv_path, out, ray_cluster, "KILL", "st0006")
+        assert killed.returncode == -9, killed.stderr[-2000:]
+        assert not (out / "dataset.json").exists()
+        if resume_with == "ray":
+            resumed = _driver(csv_path, out, ray_cluster)
+            assert resumed.returncode == 0, resumed.stderr[-2000:]
+            now = int(resumed.stdout.split()[-1])
+        else:
+            now = make_runner(out).run(CSVStudyIndex(csv_path)).processed_now
+        assert 1 <= now <= 13 - 4  # at least the first shard was written before st0006 was reached
+        assert tree_bytes(out) == tree_bytes(local)
+
+
+def test_local_run_killed_resumes_with_ray(ray_cluster, reference, tmp_path):
+    csv_path, local = reference
+    out = tmp_path / "out"
+    killed = subprocess.run([sys.executable, str(LOCAL_WORKER), str(csv_path), str(out), "4", "5"], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=240)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    summary = make_runner(out, executor=RayExecutor(concurrency=2)).run(CSVStudyIndex(csv_path))
+    assert summary.processed_now == 8
+    assert tree_bytes(out) == tree_bytes(local)
+
+
+def test_ctrl_c_stops_the_cluster_work_and_the_run_resumes(ray_cluster, reference, tmp_path):
+    import ray
+
+    csv_path, local = reference
+    out = tmp_path / "out"
+    interrupted = _driver(csv_path, out, ray_cluster, "INT", "st0005")
+    assert interrupted.returncode != 0 and "KeyboardInterrupt" in interrupted.stderr, interrupted.stderr[-2000:]
+    deadline = time.monotonic() + 60  # the actors are gone: their CPUs are free again
+    while time.monotonic() < deadline and ray.available_resources().get("CPU", 0) < 2:
+        time.sleep(0.5)
+    assert ray.available_resources().get("CPU", 0) == 2
+    resumed = _driver(csv_path, out, ray_cluster)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert tree_bytes(out) == tree_bytes(local)
+
