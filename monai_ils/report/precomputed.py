@@ -104,6 +104,9 @@ class PrecomputedStructurer:
         self._keys, self._offsets = keys_array[order], np.asarray(offsets, dtype=np.int64)[order]
         self._failed = failed
 
+    def __bool__(self) -> bool:  # an empty file is still a structurer (``structurer or default`` must keep it)
+        return True
+
     def __len__(self) -> int:
         if self._keys is None:
             self._build_index()
