@@ -110,31 +110,45 @@ def _structure_chunk(chunk, structurer) -> list[dict]:
     from monai_ils.report.api import structure_report, structure_reports
 
     records = []
-    valid = [(rid, text) for rid, text in chunk if isinstance(text, str)]
-    results: dict[int, object] = {}
+    valid = [i for i, (_, text) in enumerate(chunk) if isinstance(text, str)]
+    results: dict[int, object] = {}  # chunk position -> report structured in the batch
     if valid and hasattr(structurer, "structure_many"):
         try:
-            batch = structure_reports([t for _, t in valid], structurer)
-            results = {id(v): r for v, r in zip(valid, batch)}
+            results = dict(zip(valid, structure_reports([chunk[i][1] for i in valid], structurer)))
         except Exception:  # isolate the failing report below
             results = {}
-    for item in chunk:
-        rid, text = item
+    for i, (rid, text) in enumerate(chunk):
         try:
             if isinstance(text, Exception):
                 raise text
             if not isinstance(text, str):
                 raise TypeError(f"report text must be a string, got {type(text).__name__}")
-            report = results.get(id(item)) or structure_report(text, structurer)
+            report = results.get(i) or structure_report(text, structurer)
             records.append({"id": rid, **report.to_dict()})
         except Exception as err:
             records.append({"id": rid, "error": str(err), "error_type": type(err).__name__})
     return records
 
 
-def run_structure(args) -> int:
+def _structured_chunks(args, options: dict, chunks) -> Iterator[list[dict]]:
+    """Each chunk's records, in order: in this process, or on Ray actors (one endpoint each, round-robin)."""
     from monai_ils.report.api import build_structurer
+    from monai_ils.report.ray_structure import split_endpoints, structure_chunks_on_ray
 
+    urls = split_endpoints(args.base_url) if args.backend == "http" else []
+    if args.executor == "local":
+        if len(urls) > 1:
+            raise SystemExit("several --base-url servers are used round-robin by --executor ray only")
+        structurer = build_structurer(args.backend, **options)
+        return (_structure_chunk(chunk, structurer) for chunk in chunks)
+    if not chunks:
+        return iter(())
+    actors = args.ray_concurrency or max(1, len(urls))
+    per_actor = [{**options, "base_url": urls[i % len(urls)]} if urls else dict(options) for i in range(actors)]
+    return structure_chunks_on_ray(chunks, args.backend, per_actor, address=args.ray_address)
+
+
+def run_structure(args) -> int:
     options = {}
     if args.backend == "http":
         options = {"base_url": args.base_url, "model": args.model, "timeout": args.timeout,
@@ -146,7 +160,6 @@ def run_structure(args) -> int:
     if args.backend != "rules":
         options["map_locations_with_llm"] = args.map_locations_with_llm
         options["structurer_batch_size"] = args.batch_size
-    structurer = build_structurer(args.backend, **options)
 
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -159,9 +172,9 @@ def run_structure(args) -> int:
     todo = [(rid, text) for rid, text in read_reports(args.input, args.id_column, args.text_column) if rid not in done]
     n_ok = n_err = n_skip = 0
     with open(output, "a", encoding="utf-8") as out, tqdm(total=len(todo), desc="structuring", unit="report", disable=args.quiet) as bar:
-        for start in range(0, len(todo), args.batch_size):
-            chunk = todo[start:start + args.batch_size]
-            for record in _structure_chunk(chunk, structurer):
+        chunks = [todo[start:start + args.batch_size] for start in range(0, len(todo), args.batch_size)]
+        for chunk, records in zip(chunks, _structured_chunks(args, options, chunks)):
+            for record in records:
                 out.write(json.dumps(record) + "\n")
                 if "error" in record:
                     n_err += 1
@@ -192,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id-column", default=None, help=f"default: first of {ID_COLUMNS}")
     p.add_argument("--text-column", default=None, help=f"default: first of {TEXT_COLUMNS}")
     p.add_argument("--backend", default="rules", choices=("rules", "http", "transformers", "vllm"))
-    p.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="OpenAI-compatible server (http backend)")
+    p.add_argument("--base-url", default="http://127.0.0.1:8000/v1",
+                   help="OpenAI-compatible server (http backend); with --executor ray, several separated by commas")
     p.add_argument("--model", default="default", help="served model name (http backend)")
     p.add_argument("--model-path", default=None, help="local model directory (transformers / vllm backends)")
     p.add_argument("--timeout", type=float, default=60.0)
@@ -203,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", dest="resume", action="store_false", help="overwrite the output instead of resuming")
     p.add_argument("--retry-errors", action="store_true", help="re-run the reports that failed last time")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--executor", default="local", choices=("local", "ray"), help="ray: batches structured by Ray actors")
+    p.add_argument("--ray-address", default=None, help="Ray cluster (auto, ray://host:port); default a private local Ray")
+    p.add_argument("--ray-concurrency", type=int, default=None, help="Ray actors (default: one per --base-url server)")
     p.set_defaults(func=run_structure)
     s = sub.add_parser("schema", help="print the JSON schema of a Finding (or of the LLM answer)")
     s.add_argument("--llm", action="store_true", help="the schema the LLM output is constrained to")
