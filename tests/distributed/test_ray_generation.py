@@ -143,3 +143,30 @@ def test_ctrl_c_stops_the_cluster_work_and_the_run_resumes(ray_cluster, referenc
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert tree_bytes(out) == tree_bytes(local)
 
+
+
+# ------------------------------------------------------------------------------------------------
+# the bundle
+# ------------------------------------------------------------------------------------------------
+def test_bundle_executor_ray_and_precomputed_findings_write_what_local_writes(ray_cluster, tmp_path):
+    from monai_ils.data.sample_studies import sample_study_csv
+    from monai_ils.report.cli import main as report_cli
+
+    csv_path = sample_study_csv(tmp_path / "in", 4)
+    config = ROOT / "bundles" / "ils_generation" / "configs" / "generation.json"
+    thresholds = json.loads(config.read_text())["sample_thresholds"]
+
+    def bundle(out, *extra):
+        command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(config), "--output_dir", str(out),
+                   "--input", str(csv_path), "--thresholds", json.dumps(thresholds), "--max_size", "256", "--progress", "False", *extra]
+        done = subprocess.run(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return tree_bytes(out)
+
+    local = bundle(tmp_path / "local")
+    assert json.loads(local["summary.json"])["pairs"] > 0
+    assert bundle(tmp_path / "ray", "--executor", "ray", "--ray_address", ray_cluster, "--ray_concurrency", "2") == local
+    findings = tmp_path / "findings.jsonl"
+    assert report_cli(["structure", str(csv_path), str(findings), "--id-column", "study_id", "--quiet"]) == 0
+    precomputed = bundle(tmp_path / "precomputed", "--structured_findings", str(findings))
+    assert {k: v for k, v in precomputed.items() if k != "manifest.json"} == {k: v for k, v in local.items() if k != "manifest.json"}
