@@ -57,6 +57,11 @@ class _StudyWorker:
     def process(self, record) -> dict:
         return self.runner.process_one(record)
 
+    def peak_rss_mib(self) -> float:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
 
 def _probe_exists(path: str) -> bool:
     return os.path.exists(path)
@@ -213,6 +218,7 @@ class RayExecutor:
                     yield position, record, done.pop(position, None)
                     continue
                 if not window and exhausted:
+                    stats["worker_peak_rss_mib"] = ray.get([a.peak_rss_mib.remote() for a in actors], timeout=60)
                     return
                 ready, _ = ray.wait(list(running), num_returns=1)
                 for ref in ready:
