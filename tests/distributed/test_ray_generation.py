@@ -170,3 +170,64 @@ def test_bundle_executor_ray_and_precomputed_findings_write_what_local_writes(ra
     assert report_cli(["structure", str(csv_path), str(findings), "--id-column", "study_id", "--quiet"]) == 0
     precomputed = bundle(tmp_path / "precomputed", "--structured_findings", str(findings))
     assert {k: v for k, v in precomputed.items() if k != "manifest.json"} == {k: v for k, v in local.items() if k != "manifest.json"}
+
+
+# ------------------------------------------------------------------------------------------------
+# lazy processor, settings
+# ------------------------------------------------------------------------------------------------
+def _toy_processor(seed):
+    return PairsProcessor(toy_grounder, PairGenerator(seed=seed))
+
+
+def test_lazy_processor_is_built_in_the_workers_only(ray_cluster, tmp_path):
+    import pickle
+
+    from monai_ils.generation.lazy import LazyProcessor
+
+    csv_path = write_study_csv(tmp_path / "in", 5)
+    make_runner(tmp_path / "local").run(CSVStudyIndex(csv_path))
+    lazy = LazyProcessor(_toy_processor, 5)
+    make_runner(tmp_path / "ray", lazy, executor=RayExecutor(concurrency=2)).run(CSVStudyIndex(csv_path))
+    assert not lazy.built  # the driver never built it
+    assert tree_bytes(tmp_path / "ray") == tree_bytes(tmp_path / "local")
+    lazy(next(iter(CSVStudyIndex(csv_path))))
+    assert lazy.built and not pickle.loads(pickle.dumps(lazy)).built  # a copy travels as the recipe
+    with pytest.raises(TypeError, match="factory must be callable"):
+        LazyProcessor("not callable")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"address": "nowhere"}, "ray_address must be null, 'auto'"),
+    ({"num_cpus_per_worker": 0}, "ray_num_cpus_per_worker must be > 0"),
+    ({"num_gpus_per_worker": -1}, "ray_num_gpus_per_worker must be >= 0"),
+    ({"concurrency": 0}, "ray_concurrency must be >= 1"),
+    ({"max_retries": -1}, "ray_max_retries must be >= 0"),
+])
+def test_bad_ray_settings_are_refused_by_name(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        RayExecutor(**kwargs)
+
+
+def test_unknown_executor_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="executor must be 'local', 'ray' or an executor object"):
+        make_runner(tmp_path, executor="dask")
+    assert isinstance(make_runner(tmp_path, executor="ray").executor, RayExecutor)
+    assert make_runner(tmp_path, executor="local").executor is None
+
+
+def test_a_worker_that_cannot_start_stops_the_run(ray_cluster, tmp_path):
+    from monai_ils.generation.lazy import LazyProcessor
+
+    csv_path = write_study_csv(tmp_path / "in", 3)
+
+    class Unpicklable:  # fails when the actor unpickles the runner
+        def __reduce__(self):
+            return (_raise, ("weights file missing: /models/radedit",))
+
+    runner = make_runner(tmp_path / "out", LazyProcessor(_toy_processor, Unpicklable()), executor=RayExecutor(concurrency=1))
+    with pytest.raises(RuntimeError, match="a Ray worker could not start .*weights file missing"):
+        runner.run(CSVStudyIndex(csv_path))
+
+
+def _raise(message):
+    raise FileNotFoundError(message)
