@@ -9,7 +9,8 @@ runner spreads the studies over N worker processes (start-up included in the tim
 of the largest worker is printed instead; the processor is a :class:`LazyProcessor`, built in the workers only.
 
 ``--executor ray --workers N`` measures, in one run, the local pool and Ray actors with 1 and with N workers
-(each configuration in a fresh process, so memory figures do not mix): studies/s with and without start-up,
+(each configuration in a fresh process, so memory figures do not mix; one worker has one core: the local
+process pinned, the Ray actor given one CPU): studies/s with and without start-up,
 peak memory per worker and of the driver, the scaling from 1 to N workers, and Ray's throughput as a share of
 the local pool's (the target: Ray's overhead within 15 %).
 """
@@ -159,7 +160,9 @@ def compare(args) -> dict:
         for executor in ("local", "ray"):
             command = [sys.executable, "-m", "monai_ils.bench", "generation", "--one", "--executor", executor, "--workers",
                        str(workers if executor == "ray" or workers > 1 else 0), "--studies", str(args.studies),
-                       "--max-size", str(args.max_size), "--shard-size", str(args.shard_size), "--all-cores"]
+                       "--max-size", str(args.max_size), "--shard-size", str(args.shard_size)]
+            if executor == "ray" or workers > 1:  # one local worker is this process pinned to one core, as a Ray actor gets one CPU
+                command.append("--all-cores")
             done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
             if done.returncode != 0:
                 raise RuntimeError(f"{executor} with {workers} worker(s) failed:\n{done.stderr[-3000:]}")

@@ -27,11 +27,10 @@ import logging
 import os
 import sys
 import uuid
-from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from monai_ils.distributed import alive_nodes, check_address, ray_session
+from monai_ils.distributed import RETRY, alive_nodes, check_address, ordered_actor_map, ray_session
 
 logger = logging.getLogger(__name__)
 
@@ -156,96 +155,60 @@ class RayExecutor:
             yield from self._lines(ray, runner, pending, first_new)
 
     def _lines(self, ray, runner, pending, first_new):
-        from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
+        from ray import cloudpickle
+        from ray.exceptions import RayTaskError
 
-        died_errors = (RayActorError, WorkerCrashedError)
-        try:
-            from ray.exceptions import OutOfMemoryError
-
-            died_errors += (OutOfMemoryError,)
-        except ImportError:  # older Ray
-            pass
         self._check_shared_storage(ray, Path(runner.output_dir).absolute())
         n = self._actors_wanted(ray, runner)
         actor_class = ray.remote(_StudyWorker).options(num_cpus=self.num_cpus_per_worker, num_gpus=self.num_gpus_per_worker,
                                                       max_restarts=0, max_task_retries=0, max_concurrency=1)
-        from ray import cloudpickle
-
         shared = ray.put(cloudpickle.dumps(self._worker_copy(runner)))
         cwd, path = os.getcwd(), [p for p in sys.path if p and os.path.isdir(p)]
-
-        def start():
-            actor = actor_class.remote(shared, cwd, path)
-            try:
-                ray.get(actor.ready.remote())
-            except Exception as err:
-                ray.kill(actor)
-                raise RuntimeError(f"a Ray worker could not start ({type(err).__name__}): {_first_line(err)}") from err
-            return actor
-
-        actors: list = []
-        running: dict = {}  # object ref -> (slot, position, record)
         stats = {"actors": n, "restarts": 0, "retried": 0, "worker_errors": 0}
         self.last_run = stats
-        try:
-            actors = [actor_class.remote(shared, cwd, path) for _ in range(n)]
+        attempts: dict = {}
+
+        def started(actors):
             try:
                 ray.get([a.ready.remote() for a in actors])
             except Exception as err:
                 raise RuntimeError(f"a Ray worker could not start ({type(err).__name__}): {_first_line(err)}") from err
-            idle = deque(range(n))
-            queue: deque = deque()  # (position, record) waiting for an actor; retries go first
-            window: deque = deque()  # (position, record) not yet yielded, oldest first
-            done: dict = {}  # position -> line, finished but not yet yielded
-            attempts: dict = {}
-            studies = iter(pending)
-            exhausted = False
+            return actors
+
+        def start_one(slot):
+            stats["restarts"] += 1
+            return started([actor_class.remote(shared, cwd, path)])[0]
+
+        def process(actor, item):
+            return actor.process.remote(item[1])
+
+        def on_death(item, err):
+            position, record = item
+            attempts[position] = attempts.get(position, 0) + 1
+            logger.warning("Ray worker died with study %s (attempt %d of %d): %s", record.key, attempts[position],
+                           self.max_retries + 1, type(err).__name__)
+            if attempts[position] <= self.max_retries:
+                stats["retried"] += 1
+                return RETRY
+            stats["worker_errors"] += 1
+            return _died_line(runner, record, err, attempts[position])
+
+        actors: list = []
+        try:
+            actors.extend(actor_class.remote(shared, cwd, path) for _ in range(n))
+            started(actors)
+            results = ordered_actor_map(ray, actors, start_one, pending, process, on_death,
+                                        needs_work=lambda item: item[0] >= first_new)
             while True:
-                while not exhausted and len(window) < 2 * n:
-                    item = next(studies, None)
-                    if item is None:
-                        exhausted = True
-                        break
-                    window.append(item)
-                    if item[0] >= first_new:
-                        queue.append(item)
-                while idle and queue:
-                    slot = idle.popleft()
-                    position, record = queue.popleft()
-                    running[actors[slot].process.remote(record)] = (slot, position, record)
-                if window and (window[0][0] < first_new or window[0][0] in done):
-                    position, record = window.popleft()
-                    yield position, record, done.pop(position, None)
-                    continue
-                if not window and exhausted:
-                    stats["worker_peak_rss_mib"] = ray.get([a.peak_rss_mib.remote() for a in actors], timeout=60)
-                    return
-                ready, _ = ray.wait(list(running), num_returns=1)
-                for ref in ready:
-                    slot, position, record = running.pop(ref)
-                    try:
-                        done[position] = ray.get(ref)
-                        idle.append(slot)
-                    except died_errors as err:
-                        attempts[position] = attempts.get(position, 0) + 1
-                        logger.warning("Ray worker died with study %s (attempt %d of %d): %s", record.key, attempts[position],
-                                       self.max_retries + 1, type(err).__name__)
-                        ray.kill(actors[slot])
-                        actors[slot] = start()
-                        stats["restarts"] += 1
-                        idle.append(slot)
-                        if attempts[position] <= self.max_retries:
-                            stats["retried"] += 1
-                            queue.appendleft((position, record))
-                        else:
-                            stats["worker_errors"] += 1
-                            done[position] = _died_line(runner, record, err, attempts[position])
-                    except RayTaskError as err:  # process_one records every Exception; this is a BaseException
-                        idle.append(slot)
-                        done[position] = _died_line(runner, record, err, 1)
+                try:
+                    (position, record), line = next(results)
+                except StopIteration:
+                    break
+                except RayTaskError as err:  # process_one records every Exception: this was a BaseException
+                    raise RuntimeError(f"a Ray worker stopped the run: {_first_line(err)}") from err
+                yield position, record, line
+            stats["worker_peak_rss_mib"] = ray.get([a.peak_rss_mib.remote() for a in actors], timeout=60)
         finally:
-            for ref in running:
-                ray.cancel(ref, force=False)
             for actor in actors:
                 ray.kill(actor)
 

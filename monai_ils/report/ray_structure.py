@@ -11,10 +11,9 @@ turns the batch into error records (``--retry-errors`` re-runs them later).
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Iterable, Iterator
 
-from monai_ils.distributed import ray_session
+from monai_ils.distributed import RETRY, ordered_actor_map, ray_session
 
 logger = logging.getLogger(__name__)
 
@@ -47,49 +46,28 @@ class _Structurer:
 def structure_chunks_on_ray(chunks: Iterable[list], backend: str, options_per_actor: list[dict], address=None,
                             num_cpus_per_actor: float = 1) -> Iterator[list[dict]]:
     """Yield the records of each chunk, in order, structured by ``len(options_per_actor)`` actors."""
-    from ray.exceptions import RayActorError, WorkerCrashedError
-
     with ray_session(address) as ray:
         actor_class = ray.remote(_Structurer).options(num_cpus=num_cpus_per_actor, max_restarts=0, max_task_retries=0)
         actors = [actor_class.remote(backend, options) for options in options_per_actor]
+        tries: dict = {}
+
+        def on_death(item, err):
+            index, chunk = item
+            tries[index] = tries.get(index, 0) + 1
+            logger.warning("structuring actor died (batch %d, attempt %d): %s", index, tries[index], type(err).__name__)
+            if tries[index] < 2:
+                return RETRY
+            return [{"id": rid, "error": f"the Ray worker died twice on this batch ({type(err).__name__})",
+                     "error_type": "WorkerDied"} for rid, _ in chunk]
+
         try:
             ray.get([a.ready.remote() for a in actors])
-            idle, running, done, tries = deque(range(len(actors))), {}, {}, {}
-            queue, window = deque(), deque()
-            source, exhausted = enumerate(chunks), False
-            while True:
-                while not exhausted and len(window) < 2 * len(actors):
-                    item = next(source, None)
-                    if item is None:
-                        exhausted = True
-                        break
-                    window.append(item[0])
-                    queue.append(item)
-                while idle and queue:
-                    slot = idle.popleft()
-                    index, chunk = queue.popleft()
-                    running[actors[slot].run.remote(chunk)] = (slot, index, chunk)
-                if window and window[0] in done:
-                    yield done.pop(window.popleft())
-                    continue
-                if not window and exhausted:
-                    return
-                ready, _ = ray.wait(list(running), num_returns=1)
-                for ref in ready:
-                    slot, index, chunk = running.pop(ref)
-                    try:
-                        done[index] = ray.get(ref)
-                    except (RayActorError, WorkerCrashedError) as err:
-                        ray.kill(actors[slot])
-                        actors[slot] = actor_class.remote(backend, options_per_actor[slot])
-                        tries[index] = tries.get(index, 0) + 1
-                        logger.warning("structuring actor died (batch %d, attempt %d): %s", index, tries[index], type(err).__name__)
-                        if tries[index] < 2:
-                            queue.appendleft((index, chunk))
-                        else:
-                            done[index] = [{"id": rid, "error": f"the Ray worker died twice on this batch ({type(err).__name__})",
-                                            "error_type": "WorkerDied"} for rid, _ in chunk]
-                    idle.append(slot)
+            def restart(slot):  # the replacement talks to the same endpoint
+                return actor_class.remote(backend, options_per_actor[slot])
+
+            for _, records in ordered_actor_map(ray, actors, restart, enumerate(chunks), lambda a, item: a.run.remote(item[1]),
+                                                on_death):
+                yield records
         finally:
             for actor in actors:
                 ray.kill(actor)
