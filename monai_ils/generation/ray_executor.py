@@ -194,6 +194,7 @@ class RayExecutor:
             return _died_line(runner, record, err, attempts[position])
 
         actors: list = []
+        results = None
         try:
             actors.extend(actor_class.remote(shared, cwd, path) for _ in range(n))
             started(actors)
@@ -209,6 +210,8 @@ class RayExecutor:
                 yield position, record, line
             stats["worker_peak_rss_mib"] = ray.get([a.peak_rss_mib.remote() for a in actors], timeout=60)
         finally:
+            if results is not None:
+                results.close()
             for actor in actors:
                 ray.kill(actor)
 
