@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from monai_ils.bench.common import machine, peak_rss_mib
+from monai_ils.generation.executors import executor_for
 from monai_ils.generation.runner import GenerationRunner
 
 
@@ -49,17 +50,17 @@ def build_processor(max_size: int):
     return PairsProcessor(GroundingPipeline(max_size=max_size), PairGenerator(seed=0), StudyQC(require_view=False))
 
 
-class _TimedRunner(GenerationRunner):
-    """Notes when the first study line is ready: from then on is the rate after start-up."""
+class _Timed:
+    """An executor wrapper that notes when the first study line is ready: from then on is the rate after start-up."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.first_line_at: dict = {}
+    def __init__(self, executor):
+        self.executor, self.first_line_at = executor, None
 
-    def _lines(self, *args, **kwargs):
-        for item in super()._lines(*args, **kwargs):
-            self.first_line_at.setdefault("t", time.perf_counter())
-            yield item
+    def map(self, task, items):
+        for result in self.executor.map(task, items):
+            if self.first_line_at is None:
+                self.first_line_at = time.perf_counter()
+            yield result
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -107,14 +108,15 @@ def run_one(args) -> dict:
                     marks[done["n"]] = current_rss_mib()
                 return result
 
-        executor = "local"
         if args.executor == "ray":
             from monai_ils.generation.ray_executor import RayExecutor
 
-            executor = RayExecutor(concurrency=max(1, args.workers))
-        runner = _TimedRunner(output, processor, shard_size=args.shard_size, progress=False, overwrite=True,
-                              settings={"bench": args.max_size}, num_workers=args.workers, executor=executor)
-        first = runner.first_line_at
+            inner = RayExecutor(concurrency=max(1, args.workers))
+        else:
+            inner = executor_for(args.workers)
+        executor = _Timed(inner)
+        runner = GenerationRunner(output, processor, shard_size=args.shard_size, progress=False, overwrite=True,
+                                  settings={"bench": args.max_size}, executor=executor)
         start = time.perf_counter()
         summary = runner.run(records)
         elapsed = time.perf_counter() - start
@@ -123,11 +125,12 @@ def run_one(args) -> dict:
             shutil.rmtree(work, ignore_errors=True)
     import resource
 
-    steady = (args.studies - 1) / max(1e-9, start + elapsed - first.get("t", start)) if args.studies > 1 else float("nan")
+    first = executor.first_line_at or start
+    steady = (args.studies - 1) / max(1e-9, start + elapsed - first) if args.studies > 1 else float("nan")
     figures.update(ok=summary.ok, skipped=summary.skipped, errors=summary.errors, pairs=summary.pairs, seconds=elapsed,
                    studies_per_s=args.studies / elapsed, steady_studies_per_s=steady, build_s=build, driver_peak_mib=peak_rss_mib())
     if args.executor == "ray":
-        figures["worker_peak_mib"] = max(executor.last_run.get("worker_peak_rss_mib") or [float("nan")])
+        figures["worker_peak_mib"] = max(inner.last_run.get("worker_peak_rss_mib") or [float("nan")])
     elif args.workers > 1:
         figures["worker_peak_mib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     else:

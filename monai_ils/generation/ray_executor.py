@@ -38,9 +38,9 @@ __all__ = ["RayExecutor"]
 
 
 class _StudyWorker:
-    """The actor: one copy of the runner (and its processor, built here on first use), one study at a time."""
+    """The actor: one copy of the study task (writer + processor, built here on first use), one study at a time."""
 
-    def __init__(self, runner, cwd: str, path: list[str]):
+    def __init__(self, task, cwd: str, path: list[str]):
         if os.path.isdir(cwd):
             os.chdir(cwd)  # relative image/report paths of the input mean the same as on the driver
         for entry in reversed(path):
@@ -48,13 +48,13 @@ class _StudyWorker:
                 sys.path.insert(0, entry)
         from ray import cloudpickle  # unpickled only now, so the modules it names import from the driver's paths
 
-        self.runner = cloudpickle.loads(runner)
+        self.task = cloudpickle.loads(task)
 
     def ready(self) -> int:
         return os.getpid()
 
     def process(self, record) -> dict:
-        return self.runner.process_one(record)
+        return self.task(record)
 
     def peak_rss_mib(self) -> float:
         import resource
@@ -74,8 +74,7 @@ class RayExecutor:
             this node, ``"ray://host:10001"`` for a remote one.
         num_cpus_per_worker / num_gpus_per_worker: Ray resources each actor reserves (a GPU cue backend wants
             ``num_gpus_per_worker: 1``, or 0.5 to put two actors on one GPU).
-        concurrency: number of actors; None: the runner's ``num_workers`` when > 0, else as many as the
-            cluster's CPUs (or GPUs, when each actor wants one) allow.
+        concurrency: number of actors; None: as many as the cluster's CPUs (or GPUs, when each actor wants one) allow.
         max_retries: how many times a study whose actor died is tried again before it is recorded as an error.
         local_num_cpus: CPUs of the private local Ray (None: all of this machine).
     """
@@ -105,11 +104,9 @@ class RayExecutor:
                 f"num_gpus_per_worker={self.num_gpus_per_worker}, concurrency={self.concurrency}, max_retries={self.max_retries})")
 
     # ------------------------------------------------------------------------------------------
-    def _actors_wanted(self, ray, runner) -> int:
+    def _actors_wanted(self, ray) -> int:
         if self.concurrency is not None:
             return self.concurrency
-        if runner.num_workers > 0:
-            return runner.num_workers
         resources = ray.cluster_resources()
         fits = int(resources.get("CPU", 1) // self.num_cpus_per_worker)
         if self.num_gpus_per_worker > 0:
@@ -141,28 +138,28 @@ class RayExecutor:
                 f"masks there, so it must be shared storage mounted at the same path on every node (see docs/scale.md)."
             )
 
-    def _worker_copy(self, runner):
-        """The runner a worker gets: output folder made absolute (workers may start elsewhere), no progress bar."""
-        worker = copy.copy(runner)
-        worker.output_dir = Path(runner.output_dir).absolute()
-        worker.progress = False
+    def _worker_copy(self, task):
+        """The task a worker gets: its output folder made absolute (workers may start elsewhere)."""
+        worker = copy.copy(task)
+        worker.output_dir = Path(task.output_dir).absolute()
         return worker
 
     # ------------------------------------------------------------------------------------------
-    def lines(self, runner, pending: Iterable[tuple[int, object]], first_new: int) -> Iterator[tuple[int, object, dict | None]]:
-        """``(position, record, shard line)`` in input order; the line is None before ``first_new`` (already written)."""
+    def map(self, task, items: Iterable) -> Iterator[tuple[object, dict | None]]:
+        """``(item, task(item.record))`` in input order; ``(item, None)`` for items with ``todo=False``
+        (the :class:`~monai_ils.generation.executors.OrderedExecutor` contract)."""
         with ray_session(self.address, self.local_num_cpus) as ray:
-            yield from self._lines(ray, runner, pending, first_new)
+            yield from self._map(ray, task, items)
 
-    def _lines(self, ray, runner, pending, first_new):
+    def _map(self, ray, task, items):
         from ray import cloudpickle
         from ray.exceptions import RayTaskError
 
-        self._check_shared_storage(ray, Path(runner.output_dir).absolute())
-        n = self._actors_wanted(ray, runner)
+        self._check_shared_storage(ray, Path(task.output_dir).absolute())
+        n = self._actors_wanted(ray)
         actor_class = ray.remote(_StudyWorker).options(num_cpus=self.num_cpus_per_worker, num_gpus=self.num_gpus_per_worker,
                                                       max_restarts=0, max_task_retries=0, max_concurrency=1)
-        shared = ray.put(cloudpickle.dumps(self._worker_copy(runner)))
+        shared = ray.put(cloudpickle.dumps(self._worker_copy(task)))
         cwd, path = os.getcwd(), [p for p in sys.path if p and os.path.isdir(p)]
         stats = {"actors": n, "restarts": 0, "retried": 0, "worker_errors": 0}
         self.last_run = stats
@@ -180,10 +177,10 @@ class RayExecutor:
             return started([actor_class.remote(shared, cwd, path)])[0]
 
         def process(actor, item):
-            return actor.process.remote(item[1])
+            return actor.process.remote(item.record)
 
         def on_death(item, err):
-            position, record = item
+            position, record = item.position, item.record
             attempts[position] = attempts.get(position, 0) + 1
             logger.warning("Ray worker died with study %s (attempt %d of %d): %s", record.key, attempts[position],
                            self.max_retries + 1, type(err).__name__)
@@ -191,23 +188,22 @@ class RayExecutor:
                 stats["retried"] += 1
                 return RETRY
             stats["worker_errors"] += 1
-            return _died_line(runner, record, err, attempts[position])
+            return _died_line(record, err, attempts[position])
 
         actors: list = []
         results = None
         try:
             actors.extend(actor_class.remote(shared, cwd, path) for _ in range(n))
             started(actors)
-            results = ordered_actor_map(ray, actors, start_one, pending, process, on_death,
-                                        needs_work=lambda item: item[0] >= first_new)
+            results = ordered_actor_map(ray, actors, start_one, items, process, on_death, needs_work=lambda item: item.todo)
             while True:
                 try:
-                    (position, record), line = next(results)
+                    item, line = next(results)
                 except StopIteration:
                     break
-                except RayTaskError as err:  # process_one records every Exception: this was a BaseException
+                except RayTaskError as err:  # the writer records every Exception: this was a BaseException
                     raise RuntimeError(f"a Ray worker stopped the run: {_first_line(err)}") from err
-                yield position, record, line
+                yield item, line
             stats["worker_peak_rss_mib"] = ray.get([a.peak_rss_mib.remote() for a in actors], timeout=60)
         finally:
             if results is not None:
@@ -221,9 +217,9 @@ def _first_line(err: BaseException) -> str:
     return text[-1] if text else type(err).__name__
 
 
-def _died_line(runner, record, err: BaseException, attempts: int) -> dict:
-    """The error record of a study whose worker died ``attempts`` times (same shape as the runner's)."""
-    from monai_ils.generation.runner import StageError, error_record
+def _died_line(record, err: BaseException, attempts: int) -> dict:
+    """The error record of a study whose worker died ``attempts`` times (same shape as the writer's)."""
+    from monai_ils.generation.results import StageError, error_record
 
     failure = StageError("worker", f"the Ray worker processing this study died {attempts} time(s) "
                                    f"({type(err).__name__}; out of memory or a crash in native code?)")

@@ -208,11 +208,10 @@ def test_bad_ray_settings_are_refused_by_name(kwargs, message):
         RayExecutor(**kwargs)
 
 
-def test_unknown_executor_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="executor must be 'local', 'ray' or an executor object"):
-        make_runner(tmp_path, executor="dask")
-    assert isinstance(make_runner(tmp_path, executor="ray").executor, RayExecutor)
-    assert make_runner(tmp_path, executor="local").executor is None
+def test_ray_executor_is_an_ordered_executor():
+    from monai_ils.generation.executors import OrderedExecutor
+
+    assert isinstance(RayExecutor(), OrderedExecutor)
 
 
 def test_a_worker_that_cannot_start_stops_the_run(ray_cluster, tmp_path):
