@@ -6,18 +6,29 @@ grounding, verification, pairs, mask/overlay writing and the final merge, and pr
 and memory: the resident set after the first quarter of the studies and at the end, so a leak (memory
 growing with the number of studies) shows as a difference between the two. With ``--workers N`` the
 runner spreads the studies over N worker processes (start-up included in the time) and the peak memory
-of the largest worker is printed instead.
+of the largest worker is printed instead; the processor is a :class:`LazyProcessor`, built in the workers only.
+
+``--executor ray --workers N`` measures, in one run, the local pool and Ray actors with 1 and with N workers
+(each configuration in a fresh process, so memory figures do not mix; one worker has one core: the local
+process pinned, the Ray actor given one CPU): studies/s with and without start-up,
+peak memory per worker and of the driver, the scaling from 1 to N workers, and Ray's throughput as a share of
+the local pool's (the target: Ray's overhead within 15 %).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from monai_ils.bench.common import machine, peak_rss_mib
+from monai_ils.generation.executors import executor_for
+from monai_ils.generation.runner import GenerationRunner
 
 
 def current_rss_mib() -> float:
@@ -29,7 +40,30 @@ def current_rss_mib() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def main(argv=None) -> int:
+def build_processor(max_size: int):
+    """The benchmark's processor: classical backends, rule-based structurer, seed 0."""
+    from monai_ils.generation.pairs import PairGenerator
+    from monai_ils.generation.pipeline import GroundingPipeline
+    from monai_ils.generation.processor import PairsProcessor
+    from monai_ils.generation.qc import StudyQC
+
+    return PairsProcessor(GroundingPipeline(max_size=max_size), PairGenerator(seed=0), StudyQC(require_view=False))
+
+
+class _Timed:
+    """An executor wrapper that notes when the first study line is ready: from then on is the rate after start-up."""
+
+    def __init__(self, executor):
+        self.executor, self.first_line_at = executor, None
+
+    def map(self, task, items):
+        for result in self.executor.map(task, items):
+            if self.first_line_at is None:
+                self.first_line_at = time.perf_counter()
+            yield result
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--studies", type=int, default=200)
     parser.add_argument("--max-size", type=int, default=1024, help="longer side the cues and grounding run at")
@@ -37,61 +71,131 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default=None, help="keep the dataset here (default: a temporary folder)")
     parser.add_argument("--all-cores", action="store_true", help="do not pin to one core")
     parser.add_argument("--workers", type=int, default=0, help="worker processes (implies --all-cores when > 1)")
-    args = parser.parse_args(argv)
-    parallel = args.workers > 1
-    args.all_cores = args.all_cores or parallel
-    if not args.all_cores:
+    parser.add_argument("--executor", default="local", choices=("local", "ray"),
+                        help="ray: compare Ray actors with the local pool at 1 and --workers workers")
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # one configuration, JSON out
+    return parser
+
+
+def run_one(args) -> dict:
+    """One configuration in this process; returns its figures."""
+    parallel = args.workers > 1 or args.executor == "ray"
+    if not (args.all_cores or parallel):
         from monai_ils.bench.common import pin_to_one_core
 
         pin_to_one_core()
-
     from monai_ils.data.mimic_cxr import CSVStudyIndex
     from monai_ils.data.sample_studies import sample_study_csv
-    from monai_ils.generation.pairs import PairGenerator
-    from monai_ils.generation.pipeline import GroundingPipeline
-    from monai_ils.generation.processor import PairsProcessor
-    from monai_ils.generation.qc import StudyQC
-    from monai_ils.generation.runner import GenerationRunner
+    from monai_ils.generation.lazy import LazyProcessor
 
     work = Path(tempfile.mkdtemp(prefix="ils_bench_"))
     output = Path(args.output) if args.output else work / "dataset"
+    figures: dict = {"executor": args.executor, "workers": max(1, args.workers), "studies": args.studies}
     try:
         records = CSVStudyIndex(sample_study_csv(work / "input", args.studies))
-        start_build = time.perf_counter()
-        processor = PairsProcessor(GroundingPipeline(max_size=args.max_size), PairGenerator(seed=0), StudyQC(require_view=False))
-        build = time.perf_counter() - start_build
-        marks = {}
-        quarter = max(1, args.studies // 4)
+        marks, quarter, done = {}, max(1, args.studies // 4), {"n": 0}
+        if parallel:
+            processor, build = LazyProcessor(build_processor, args.max_size), 0.0
+        else:
+            start_build = time.perf_counter()
+            built = build_processor(args.max_size)
+            build = time.perf_counter() - start_build
 
-        done = {"n": 0}
+            def processor(record):
+                result = built(record)
+                done["n"] += 1
+                if done["n"] in (quarter, args.studies):
+                    marks[done["n"]] = current_rss_mib()
+                return result
 
-        def measured(record):
-            result = processor(record)
-            done["n"] += 1
-            if done["n"] in (quarter, args.studies):
-                marks[done["n"]] = current_rss_mib()
-            return result
+        if args.executor == "ray":
+            from monai_ils.generation.ray_executor import RayExecutor
 
-        # workers get their own copy of the processor, so the in-process memory marks apply to one process only
-        runner = GenerationRunner(output, processor if parallel else measured, shard_size=args.shard_size, progress=False,
-                                  overwrite=True, settings={"bench": args.max_size}, num_workers=args.workers)
+            inner = RayExecutor(concurrency=max(1, args.workers))
+        else:
+            inner = executor_for(args.workers)
+        executor = _Timed(inner)
+        runner = GenerationRunner(output, processor, shard_size=args.shard_size, progress=False, overwrite=True,
+                                  settings={"bench": args.max_size}, executor=executor)
         start = time.perf_counter()
         summary = runner.run(records)
         elapsed = time.perf_counter() - start
     finally:
         if not args.output:
             shutil.rmtree(work, ignore_errors=True)
+    import resource
+
+    first = executor.first_line_at or start
+    steady = (args.studies - 1) / max(1e-9, start + elapsed - first) if args.studies > 1 else float("nan")
+    figures.update(ok=summary.ok, skipped=summary.skipped, errors=summary.errors, pairs=summary.pairs, seconds=elapsed,
+                   studies_per_s=args.studies / elapsed, steady_studies_per_s=steady, build_s=build, driver_peak_mib=peak_rss_mib())
+    if args.executor == "ray":
+        figures["worker_peak_mib"] = max(inner.last_run.get("worker_peak_rss_mib") or [float("nan")])
+    elif args.workers > 1:
+        figures["worker_peak_mib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    else:
+        figures["worker_peak_mib"] = peak_rss_mib()  # this process is the worker
+        figures["rss_quarter_mib"], figures["rss_end_mib"] = marks.get(quarter, float("nan")), marks.get(args.studies, float("nan"))
+        figures["quarter"] = quarter
+    return figures
+
+
+def _print_one(args, f: dict) -> None:
+    parallel = args.workers > 1
     cores = f"{args.workers} worker processes" if parallel else "all cores" if args.all_cores else "one core"
     print(f"generation runner, {args.studies} studies from RG1_UNCR.dcm (1955x1841), classical backends, cues at {args.max_size} px, {cores}")
-    print(f"  {summary.ok} ok, {summary.skipped} skipped, {summary.errors} failed; {summary.pairs} pairs")
-    print(f"  {args.studies / elapsed:.2f} studies/s ({elapsed:.1f} s incl. merge; backend set-up {build:.1f} s)")
+    print(f"  {f['ok']} ok, {f['skipped']} skipped, {f['errors']} failed; {f['pairs']} pairs")
+    print(f"  {f['studies_per_s']:.2f} studies/s ({f['seconds']:.1f} s incl. merge; backend set-up {f['build_s']:.1f} s)")
     if parallel:
-        import resource
-
-        worker_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        print(f"  peak resident memory: largest worker {worker_peak:.0f} MiB, main process {peak_rss_mib():.0f} MiB")
+        print(f"  peak resident memory: largest worker {f['worker_peak_mib']:.0f} MiB, main process {f['driver_peak_mib']:.0f} MiB "
+              f"(the processor is built in the workers only)")
     else:
-        print(f"  resident memory after {quarter} studies: {marks.get(quarter, float('nan')):.0f} MiB, after {args.studies}: "
-              f"{marks.get(args.studies, float('nan')):.0f} MiB; peak {peak_rss_mib():.0f} MiB")
+        print(f"  resident memory after {f['quarter']} studies: {f['rss_quarter_mib']:.0f} MiB, after {args.studies}: "
+              f"{f['rss_end_mib']:.0f} MiB; peak {f['driver_peak_mib']:.0f} MiB")
     print(f"  machine: {machine()}")
+
+
+def compare(args) -> dict:
+    """Local pool and Ray at 1 and N workers, each in a fresh process."""
+    n = max(2, args.workers)
+    results = {}
+    for workers in (1, n):
+        for executor in ("local", "ray"):
+            command = [sys.executable, "-m", "monai_ils.bench", "generation", "--one", "--executor", executor, "--workers",
+                       str(workers if executor == "ray" or workers > 1 else 0), "--studies", str(args.studies),
+                       "--max-size", str(args.max_size), "--shard-size", str(args.shard_size)]
+            if executor == "ray" or workers > 1:  # one local worker is this process pinned to one core, as a Ray actor gets one CPU
+                command.append("--all-cores")
+            done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+            if done.returncode != 0:
+                raise RuntimeError(f"{executor} with {workers} worker(s) failed:\n{done.stderr[-3000:]}")
+            results[(executor, workers)] = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"generation runner, {args.studies} studies from RG1_UNCR.dcm, classical backends, cues at {args.max_size} px: "
+          f"local pool vs Ray actors (local Ray on this machine), start-up included")
+    print(f"  {'executor':8} {'workers':>7} {'studies/s':>10} {'after start-up':>15} {'worker peak MiB':>16} {'driver peak MiB':>16}")
+    for (executor, workers), f in results.items():
+        print(f"  {executor:8} {workers:>7} {f['studies_per_s']:>10.2f} {f['steady_studies_per_s']:>15.2f} "
+              f"{f['worker_peak_mib']:>16.0f} {f['driver_peak_mib']:>16.0f}")
+    figures = {}
+    for executor in ("local", "ray"):
+        figures[f"{executor}_scaling"] = results[(executor, n)]["studies_per_s"] / results[(executor, 1)]["studies_per_s"]
+        print(f"  {executor}: {figures[executor + '_scaling']:.2f}x from 1 to {n} workers")
+    figures["ray_vs_local"] = results[("ray", n)]["studies_per_s"] / results[("local", n)]["studies_per_s"]
+    figures["ray_vs_local_steady"] = results[("ray", n)]["steady_studies_per_s"] / results[("local", n)]["steady_studies_per_s"]
+    overhead = 1 - figures["ray_vs_local"]
+    print(f"  Ray / local pool at {n} workers: {figures['ray_vs_local']:.2f} (overhead {100 * overhead:.0f} %, target <= 15 %: "
+          f"{'met' if overhead <= 0.15 else 'NOT met'}); after start-up {figures['ray_vs_local_steady']:.2f}")
+    print(f"  machine: {machine()}")
+    return figures
+
+
+def main(argv=None) -> int | dict:
+    args = _parser().parse_args(argv)
+    if args.one:
+        print(json.dumps(run_one(args)))
+        return 0
+    if args.executor == "ray":
+        return compare(args)
+    args.all_cores = args.all_cores or args.workers > 1
+    _print_one(args, run_one(args))
     return 0

@@ -19,7 +19,7 @@ import numpy as np
 from monai_ils import vocab
 from monai_ils.data.mimic_cxr import StudyRecord
 from monai_ils.generation.findings import GroundedFinding, StudyGrounding
-from monai_ils.generation.runner import SkipStudy, StageError
+from monai_ils.generation.results import SkipStudy, StageError
 
 LUNG_LESIONS = tuple(t for t in vocab.LESION_TYPES if t not in vocab.ORGAN_LEVEL_LESION_TYPES)
 

@@ -14,7 +14,7 @@ from monai_ils.generation.findings import StudyGrounding
 from monai_ils.generation.overlay import overlay_mask, to_display
 from monai_ils.generation.pairs import PairGenerator
 from monai_ils.generation.qc import StudyQC
-from monai_ils.generation.runner import SkipStudy, StageError, StudyResult
+from monai_ils.generation.results import SkipStudy, StageError, StudyResult
 
 Grounder = Callable[[StudyRecord], StudyGrounding]
 

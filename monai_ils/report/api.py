@@ -59,10 +59,14 @@ def structure_reports(report_texts: Iterable[str], structurer=None, sections: st
 def build_structurer(backend: str = "rules", **options: Any):
     """Build a structurer by name, for configs and the command line.
 
-    backend: "rules"; "http" (options: base_url, model, api_key, timeout, max_retries, concurrency,
+    backend: "rules"; "precomputed" (options: path, fallback: a findings JSONL written earlier); "http" (options: base_url, model, api_key, timeout, max_retries, concurrency,
     schema_mode, max_tokens); "transformers" (model_path, device, dtype, max_new_tokens, batch_size);
     "vllm" (model_path, ...). LLM structurers take ``batch_size`` and ``map_locations_with_llm``.
     """
+    if backend == "precomputed":
+        from monai_ils.report.precomputed import PrecomputedStructurer
+
+        return PrecomputedStructurer(**options)
     if backend == "rules":
         if options:
             raise ValueError(f"build_structurer: the rules backend takes no options, got {sorted(options)}")

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from monai_ils.report.api import structure_report, structure_reports
 from monai_ils.report.sections import SECTION_MODES
 
-__all__ = ["main", "read_reports", "completed_ids", "structure_records", "structure_batch", "structurer_from_args", "add_backend_arguments"]
+__all__ = ["main", "read_reports", "completed_ids", "structure_records", "structure_batch", "structurer_from_args", "structurer_options", "add_backend_arguments"]
 
 ID_COLUMNS = ("id", "study_id", "report_id", "dicom_id", "path")
 TEXT_COLUMNS = ("report", "text", "report_text")
@@ -195,10 +195,8 @@ def _structure_batch(batch, structurer, fallback: bool, sections: str) -> list[d
     return records
 
 
-def structurer_from_args(args):
-    """The structurer named by the backend options of ``add_backend_arguments``."""
-    from monai_ils.report.api import build_structurer
-
+def structurer_options(args) -> dict:
+    """``build_structurer`` keyword arguments from the backend options of ``add_backend_arguments``."""
     options = {}
     if args.backend == "http":
         options = {"base_url": args.base_url, "model": args.model, "timeout": args.timeout,
@@ -210,13 +208,42 @@ def structurer_from_args(args):
     if args.backend != "rules":
         options["map_locations_with_llm"] = args.map_locations_with_llm
         options["structurer_batch_size"] = args.batch_size
-    return build_structurer(args.backend, **options)
+    return options
+
+
+def structurer_from_args(args):
+    """The structurer named by the backend options of ``add_backend_arguments``."""
+    from monai_ils.report.api import build_structurer
+
+    return build_structurer(args.backend, **structurer_options(args))
+
+
+def _structured_records(args, todo: list) -> Iterator[dict]:
+    """The output records of ``todo``, in order: in this process, or batch by batch on Ray actors (with several
+    comma-separated ``--base-url`` servers, one per actor, round-robin)."""
+    from monai_ils.report.ray_structure import split_endpoints, structure_chunks_on_ray
+
+    urls = split_endpoints(args.base_url) if args.backend == "http" else []
+    if getattr(args, "executor", "local") == "local":
+        if len(urls) > 1:
+            raise SystemExit("several --base-url servers are used round-robin by --executor ray only")
+        yield from structure_records(todo, structurer_from_args(args), args.batch_size, fallback=args.fallback,
+                                     sections=args.sections)
+        return
+    if not todo:
+        return
+    options = structurer_options(args)
+    actors = args.ray_concurrency or max(1, len(urls))
+    per_actor = [{**options, "base_url": urls[i % len(urls)]} if urls else dict(options) for i in range(actors)]
+    chunks = [todo[start:start + args.batch_size] for start in range(0, len(todo), args.batch_size)]
+    for records in structure_chunks_on_ray(chunks, args.backend, per_actor, address=args.ray_address,
+                                           fallback=args.fallback, sections=args.sections):
+        yield from records
 
 
 def run_structure(args) -> int:
     if args.backend == "rules" and not args.fallback:
         raise SystemExit("--no-fallback only applies to an LLM backend (--backend http, transformers or vllm)")
-    structurer = structurer_from_args(args)
 
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -226,7 +253,7 @@ def run_structure(args) -> int:
     todo = [(rid, text) for rid, text in read_reports(args.input, args.id_column, args.text_column) if rid not in done]
     counts = Counter()
     with open(output, "a", encoding="utf-8") as out, tqdm(total=len(todo), desc="structuring", unit="report", disable=args.quiet) as bar:
-        for record in structure_records(todo, structurer, args.batch_size, fallback=args.fallback, sections=args.sections):
+        for record in _structured_records(args, todo):
             out.write(json.dumps(record) + "\n")
             if record.get("error_type") == "LLMFallback":
                 counts["fallback_error"] += 1
@@ -291,7 +318,8 @@ def run_schema(args) -> int:
 def add_backend_arguments(p: argparse.ArgumentParser) -> None:
     """The options that choose and configure a structurer (shared by every subcommand that structures)."""
     p.add_argument("--backend", default="rules", choices=("rules", "http", "transformers", "vllm"))
-    p.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="OpenAI-compatible server (http backend)")
+    p.add_argument("--base-url", default="http://127.0.0.1:8000/v1",
+                   help="OpenAI-compatible server (http backend); with --executor ray, several separated by commas")
     p.add_argument("--model", default="default", help="served model name (http backend)")
     p.add_argument("--model-path", default=None, help="local model directory (transformers / vllm backends)")
     p.add_argument("--timeout", type=float, default=60.0)
@@ -320,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="LLM backends: record a report whose LLM answer was unusable as an error instead of "
                         "structuring it with the rules")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--executor", default="local", choices=("local", "ray"), help="ray: batches structured by Ray actors")
+    p.add_argument("--ray-address", default=None, help="Ray cluster (auto, ray://host:port); default a private local Ray")
+    p.add_argument("--ray-concurrency", type=int, default=None, help="Ray actors (default: one per --base-url server)")
     p.set_defaults(func=run_structure)
     e = sub.add_parser("evaluate", help="score a structurer on reports with gold labels (per-lesion table)")
     e.add_argument("gold", help="JSONL of reports with gold labels (format: docs/report.md, 'Measuring a structurer')")

@@ -15,7 +15,8 @@ from monai_ils.data.ils_format import iter_ils_jsonl, load_mask_png, read_ils_js
 from monai_ils.data.mimic_cxr import CSVStudyIndex
 from monai_ils.generation.pairs import PairGenerator
 from monai_ils.generation.processor import PairsProcessor
-from monai_ils.generation.runner import GenerationRunner, StageError
+from monai_ils.generation.results import StageError
+from monai_ils.generation.runner import GenerationRunner
 
 WORKER = Path(__file__).with_name("resume_worker.py")
 ROOT = Path(__file__).resolve().parents[2]

@@ -66,7 +66,7 @@ class GroundingInfer(CXRInferTask):
 
     def run_inferer(self, data, convert_to_batch=True, device="cuda"):
         from monai_ils.data.mimic_cxr import StudyRecord
-        from monai_ils.generation.runner import SkipStudy, StageError
+        from monai_ils.generation.results import SkipStudy, StageError
 
         pipeline = self.pipeline()
         path = data["image"]
