@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from monai_ils.report.finding import StructuredReport
+from monai_ils.report.recognition import unrecognised_reason
 from monai_ils.report.sections import select_section
 
 __all__ = ["structure_report", "structure_reports", "default_structurer", "build_structurer"]
@@ -27,17 +28,25 @@ def _skipped(reason: str) -> StructuredReport:
     return StructuredReport(section_name=None, section_text="", sentences=[], findings=[], skipped_reason=reason)
 
 
+def _checked(report: StructuredReport) -> StructuredReport:
+    """Skip a report from which nothing was recognised: its silence is no evidence for negatives."""
+    if report.skipped_reason is None:
+        report.skipped_reason = unrecognised_reason(report.findings, report.sentences)
+    return report
+
+
 def structure_report(report_text: str, structurer=None) -> StructuredReport:
     """Raw report -> ``StructuredReport`` (section chosen by the Appendix A.1 fallback, then findings).
 
     ``structurer`` is any object with ``structure(section_text, section_name)`` (``RuleBasedStructurer``,
     ``LLMStructurer``); default: the rule-based one. A report without a usable section comes back with
-    ``skipped_reason`` set and no findings.
+    ``skipped_reason`` set and no findings; so does one in which nothing was recognised (no finding, no normal
+    statement such as "the lungs are clear"), e.g. a report in another language.
     """
     name, text, reason = select_section(report_text)
     if reason is not None:
         return _skipped(reason)
-    return (structurer or default_structurer()).structure(text, name)
+    return _checked((structurer or default_structurer()).structure(text, name))
 
 
 def structure_reports(report_texts: Iterable[str], structurer=None) -> list[StructuredReport]:
@@ -51,7 +60,7 @@ def structure_reports(report_texts: Iterable[str], structurer=None) -> list[Stru
     else:
         done = [structurer.structure(selected[i][1], selected[i][0]) for i in todo]
     for i, report in zip(todo, done):
-        out[i] = report
+        out[i] = _checked(report)
     return out  # type: ignore[return-value]
 
 
