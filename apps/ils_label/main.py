@@ -7,7 +7,7 @@ Infer tasks:
 * ``grounding``: the MIMIC-ILS grounding of a report (``report`` param) on the image, one label per lesion
   type, for reviewers who accept or correct generated masks.
 
-Start it with ``monailabel start_server --app apps/ils_label --studies <folder or DICOMweb URL> --conf
+Start it with ``monailabel start_server --host 127.0.0.1 --app apps/ils_label --studies <folder or DICOMweb URL> --conf
 rosalia_path <checkpoint>``; see README.md beside this file.
 """
 
