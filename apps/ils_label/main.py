@@ -200,4 +200,15 @@ class MyApp(MONAILabelApp):
             return image
         if image not in datastore.list_images():
             raise NotFound(f"Image {image!r} is not in the datastore; GET /datastore/?output=all lists the image ids.")
+        MyApp._check_inside_studies(image, datastore)
         return image
+
+    @staticmethod
+    def _check_inside_studies(image: str, datastore: Datastore) -> None:
+        """A local datastore file (or a link) that resolves outside the studies folder is refused."""
+        if not isinstance(datastore, LocalDatastore):
+            return
+        root = Path(datastore._datastore_path).resolve()  # MONAI Label 0.8.5 keeps it private
+        target = Path(datastore.get_image_uri(image)).resolve()
+        if root not in target.parents:
+            raise BadRequest(f"Image {image!r} is a link to a file outside the studies folder; copy the file into the folder instead.")

@@ -135,3 +135,34 @@ def test_server_with_authentication_enabled_refuses_unauthenticated_requests(lab
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+@pytest.mark.parametrize("url, data, words", [
+    ("/infer/rosalia?output=json", {"params": json.dumps({"instruction": INSTRUCTION})}, ["No image given"]),
+    ("/infer/rosalia?image=small_m1&output=json", {"params": "{not json"}, ["'params' is not valid JSON"]),
+    ("/infer/rosalia?image=small_m1&output=json", {"params": "[1, 2]"}, ["must be a JSON object", "list"]),
+    ("/infer/rosalia?image=small_m1&output=json", {"params": '"Segment"'}, ["must be a JSON object", "str"]),
+], ids=["no-image", "params-not-json", "params-a-list", "params-a-string"])
+def test_requests_monai_label_would_answer_with_a_bare_500_get_400_with_the_reason(client, url, data, words):
+    response = client.post(url, data=data)
+    assert response.status_code == 400, response.text
+    for word in words:
+        assert word in response.json()["detail"]
+    ok = infer(client, "rosalia", "small_m1", {"instruction": INSTRUCTION, "mode": "segment"})
+    assert ok.status_code == 200, ok.text
+
+
+def test_symlink_in_the_studies_folder_pointing_outside_is_refused(label_data, tmp_path):
+    import shutil
+
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    shutil.copy(Path(label_data["studies"]) / "synth.png", studies / "inside.png")
+    outside = tmp_path / "private" / "secret.png"
+    outside.parent.mkdir()
+    shutil.copy(Path(label_data["studies"]) / "synth.png", outside)
+    (studies / "linked.png").symlink_to(outside)
+    own = make_client(studies, app_conf(label_data["rosalia"], None))
+    response = infer(own, "rosalia", "linked", {"instruction": INSTRUCTION, "mode": "segment"})
+    assert response.status_code == 400 and "outside the studies folder" in response.json()["detail"], response.text
+    assert infer(own, "rosalia", "inside", {"instruction": INSTRUCTION, "mode": "segment"}).status_code == 200

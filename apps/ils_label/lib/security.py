@@ -55,7 +55,9 @@ _CONF_FLAG = [lambda key: False]  # the current app's conf reader (an app rebuil
 
 
 class DestructiveEndpointGuard:
-    """ASGI middleware: 403 on the DESTRUCTIVE method + path prefixes unless the app conf allows them."""
+    """ASGI middleware: 403 on the DESTRUCTIVE method + path prefixes unless the app conf allows them, and 400
+    with the reason for an /infer request that MONAI Label would answer with a bare 500 (no image, params
+    that are not a JSON object)."""
 
     def __init__(self, app):
         self.app = app
@@ -70,7 +72,60 @@ class DestructiveEndpointGuard:
                                   "allow it (and enable authentication)."})
                     await response(scope, receive, send)
                     return
+            if method == "POST" and path.startswith("/infer/"):
+                body, replay = await _buffered(receive)
+                problem = await _infer_request_problem(scope, body)
+                if problem is not None:
+                    await JSONResponse(status_code=400, content={"detail": problem})(scope, replay, send)
+                    return
+                receive = replay
         await self.app(scope, receive, send)
+
+
+async def _buffered(receive):
+    """The whole request body, and a ``receive`` that hands it on again."""
+    chunks, more = [], True
+    while more:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    body, sent = b"".join(chunks), [False]
+
+    async def replay():
+        if not sent[0]:
+            sent[0] = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return body, replay
+
+
+async def _infer_request_problem(scope, body: bytes) -> str | None:
+    """Why MONAI Label's /infer would fail on this request with a bare 500, else None: no image, params not a JSON object."""
+    import json
+
+    from starlette.requests import Request
+
+    async def once():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    request = Request(scope, once)
+    try:
+        form = await request.form()
+    except Exception as err:  # noqa: BLE001 - a body that is not a form is MONAI Label's to answer
+        return f"The request body is not a form ({type(err).__name__}); send params as a form field."
+    params = form.get("params")
+    has_file = getattr(form.get("file"), "filename", None) is not None
+    if not request.query_params.get("image") and not has_file and not request.query_params.get("session_id"):
+        return "No image given: pass a datastore image id (?image=<id>) or upload a file (form field 'file')."
+    if params not in (None, ""):
+        try:
+            value = json.loads(params)
+        except ValueError as err:
+            return f"Form field 'params' is not valid JSON ({err.msg} at character {err.pos}); send a JSON object such as {{\"instruction\": \"...\"}}."
+        if not isinstance(value, dict):
+            return f"Form field 'params' must be a JSON object, got a JSON {type(value).__name__}."
+    return None
 
 
 def guard_endpoints(app, conf_flag) -> None:
