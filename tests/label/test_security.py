@@ -166,3 +166,21 @@ def test_symlink_in_the_studies_folder_pointing_outside_is_refused(label_data, t
     response = infer(own, "rosalia", "linked", {"instruction": INSTRUCTION, "mode": "segment"})
     assert response.status_code == 400 and "outside the studies folder" in response.json()["detail"], response.text
     assert infer(own, "rosalia", "inside", {"instruction": INSTRUCTION, "mode": "segment"}).status_code == 200
+
+
+@pytest.mark.parametrize("dtype", ["int16", "int32", "float32"])
+def test_a_result_dtype_png_cannot_hold_is_a_400_naming_it(client, dtype):
+    response = infer(client, "rosalia", "small_m1", {"instruction": INSTRUCTION, "mode": "segment", "result_dtype": dtype}, output="image")
+    assert response.status_code == 400, response.text
+    assert f"result_dtype '{dtype}' cannot be written as PNG" in response.json()["detail"]
+    nrrd = infer(client, "rosalia", "small_m1", {"instruction": INSTRUCTION, "mode": "segment", "result_dtype": dtype,
+                                                  "result_extension": ".nrrd"}, output="image")
+    assert nrrd.status_code == 200, nrrd.text
+
+
+def test_grounding_of_a_report_with_nothing_recognised_is_422_with_the_reason(client):
+    """Issue 15 item 1 in the label app: no negatives are claimed from a report the structurer did not understand."""
+    french = "CONCLUSION: Opacité du lobe inférieur droit évoquant une pneumonie. Épanchement pleural gauche. Cardiomégalie."
+    response = infer(client, "grounding", "synth", {"report": french})
+    assert response.status_code == 422, response.text
+    assert "nothing recognised in the report section" in response.json()["detail"]
