@@ -7,7 +7,7 @@ Infer tasks:
 * ``grounding``: the MIMIC-ILS grounding of a report (``report`` param) on the image, one label per lesion
   type, for reviewers who accept or correct generated masks.
 
-Start it with ``monailabel start_server --app apps/ils_label --studies <folder or DICOMweb URL> --conf
+Start it with ``monailabel start_server --host 127.0.0.1 --app apps/ils_label --studies <folder or DICOMweb URL> --conf
 rosalia_path <checkpoint>``; see README.md beside this file.
 """
 
@@ -17,7 +17,7 @@ import concurrent.futures
 import logging
 import os
 import re
-import tempfile
+import time
 from pathlib import Path
 
 import lib.configs
@@ -34,6 +34,7 @@ from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 
 from lib.configs.common import conf_bool
 from lib.errors import BadRequest, ModelUnavailable, NotFound, RequestError
+from lib.security import UploadRegistry, describe_request, drop_text_logging, guard_endpoints
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,9 @@ class MyApp(MONAILabelApp):
                 config.init(name, self.model_dir, conf, None)
                 self.models[name] = config
         logger.info("+++ Using models: %s", list(self.models))
+        drop_text_logging()  # MONAI Label's request dumps hold report and instruction text; /logs serves them
+        self.uploads = UploadRegistry()
+        self._guard_endpoints(conf)
         super().__init__(
             app_dir=app_dir,
             studies=studies,
@@ -64,6 +68,15 @@ class MyApp(MONAILabelApp):
             description="ROSALIA answers segmentation instructions; 'grounding' shows the masks dataset generation makes from a report.",
             version=getattr(monai_ils, "__version__", "0"),
         )
+
+    @staticmethod
+    def _guard_endpoints(conf) -> None:
+        """Model upload/delete and datastore writes answer 403 unless the conf allows them (see docs/label.md)."""
+        try:
+            from monailabel.app import app as fastapi_app
+        except ImportError:  # the app built outside MONAI Label's server (e.g. a script): no endpoints to guard
+            return
+        guard_endpoints(fastapi_app, lambda key: conf_bool(conf, key, False))
 
     # ------------------------------------------------------------------ datastore
     def init_datastore(self) -> Datastore:
@@ -123,24 +136,42 @@ class MyApp(MONAILabelApp):
 
     # ------------------------------------------------------------------ requests
     def infer(self, request, datastore=None):
-        """MONAI Label's infer with checked inputs; bad requests become 4xx answers with a message."""
+        """MONAI Label's infer with checked inputs; bad requests become 4xx answers with a message.
+
+        The log line holds ids, sizes and timings, never the report, instruction or answer text; this request's
+        own upload is removed when it ends, whatever the outcome.
+        """
+        start = time.monotonic()
+        upload = None
+        status = 200
         try:
-            return self._checked_infer(request, datastore)
+            image = request.get("image")
+            if isinstance(image, str) and Path(image).is_absolute() and self.uploads.claim(image):
+                upload = image
+            return self._checked_infer(request, datastore, upload)
         except RequestError as err:
+            status = err.status
             logger.warning("Refused infer request (%s): %s", err.status, err.message)
             raise HTTPException(status_code=err.status, detail=err.message) from err
-        except HTTPException:
+        except HTTPException as err:
+            status = err.status_code
             raise
         except MONAILabelException as err:
             status = 400 if err.error == MONAILabelError.INVALID_INPUT else 500
             raise HTTPException(status_code=status, detail=err.msg) from err
         except concurrent.futures.TimeoutError as err:
+            status = 504
             raise HTTPException(status_code=504, detail=f"Inference took longer than {settings.MONAI_LABEL_INFER_TIMEOUT} s.") from err
         except Exception as err:
-            logger.exception("Inference failed")
+            status = 500
+            logger.error("Inference failed: %s", type(err).__name__)  # no message: it may quote the request's text
             raise HTTPException(status_code=500, detail=f"Inference failed: {type(err).__name__}: {err}") from err
+        finally:
+            if upload is not None:
+                self.uploads.remove(upload)
+            logger.info("infer %s -> %s in %.2f s", describe_request(request), status, time.monotonic() - start)
 
-    def _checked_infer(self, request, datastore=None):
+    def _checked_infer(self, request, datastore=None, upload=None):
         model = request.get("model")
         task = self._infers.get(model)
         if task is None:
@@ -148,23 +179,20 @@ class MyApp(MONAILabelApp):
         if not task.is_valid():
             raise ModelUnavailable(task.unavailable_reason())
         request = dict(request)
-        request["image"] = self.check_image_id(request.get("image"), datastore or self.datastore())
+        request["image"] = upload or self.check_image_id(request.get("image"), datastore or self.datastore())
         return super().infer(request, datastore)
 
     @staticmethod
     def check_image_id(image, datastore: Datastore) -> str:
-        """A datastore image id, or the temporary file of an upload; anything else is refused.
+        """A datastore image id; anything else (a server path, another request's upload) is refused.
 
         MONAI Label would read any existing server path given as ``image``, and joins DICOMweb ids onto
         its cache folder, so ids with path separators, a leading dot or unknown names never get that far.
+        The request's own upload is accepted before this check (``UploadRegistry``).
         """
         if not isinstance(image, str) or not image.strip():
             raise BadRequest("No image given: pass a datastore image id (?image=<id>) or upload a file.")
-        path = Path(image)
-        if path.is_absolute():
-            upload_dir = Path(tempfile.gettempdir()).resolve()
-            if path.parent.resolve() == upload_dir and path.name.startswith("tmp") and path.is_file() and not path.is_symlink():
-                return image  # written by MONAI Label's /infer endpoint for an uploaded file
+        if Path(image).is_absolute():
             raise BadRequest(f"Image id {image!r} is a server path; pass a datastore image id or upload the file.")
         if any(c in image for c in ("/", "\\", "\x00")) or image.startswith("."):
             raise BadRequest(f"Image id {image!r} is not valid: an id names a datastore image and has no path separators or leading dot.")
@@ -174,4 +202,15 @@ class MyApp(MONAILabelApp):
             return image
         if image not in datastore.list_images():
             raise NotFound(f"Image {image!r} is not in the datastore; GET /datastore/?output=all lists the image ids.")
+        MyApp._check_inside_studies(image, datastore)
         return image
+
+    @staticmethod
+    def _check_inside_studies(image: str, datastore: Datastore) -> None:
+        """A local datastore file (or a link) that resolves outside the studies folder is refused."""
+        if not isinstance(datastore, LocalDatastore):
+            return
+        root = Path(datastore._datastore_path).resolve()  # MONAI Label 0.8.5 keeps it private
+        target = Path(datastore.get_image_uri(image)).resolve()
+        if root not in target.parents:
+            raise BadRequest(f"Image {image!r} is a link to a file outside the studies folder; copy the file into the folder instead.")

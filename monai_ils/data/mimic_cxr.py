@@ -8,7 +8,13 @@
   report (text or file), or a folder of images each with a ``<name>.txt`` report beside it.
 
 Indexes are lazy: records stream from the CSV, so a run's memory does not grow with the number of images
-(the split table, about 380k short strings for MIMIC-CXR, is the one thing held).
+(the split table and the keys issued so far, short strings, are what is held).
+
+Nothing here aborts a run over one bad row: a row that cannot be used (an empty image cell, bytes that are not
+UTF-8, a malformed CSV line, a MIMIC row without ids or split) becomes a record whose ``index_error`` names the
+file and the row, and the runner writes it as that study's error record. Keys are unique by construction,
+also as mask folder names: a repeated key gets ``_2``, ``_3``... A folder in which two images map to one key
+(``x.dcm`` and ``x.png`` sharing ``x.txt``; ``sub/b.dcm`` and ``sub_b.dcm``) is refused when indexed, naming them.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import csv
 import gzip
 import io
 import os
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -38,7 +45,8 @@ class StudyIndexError(ValueError):
 class StudyRecord:
     """One image and its report: the unit the runner processes.
 
-    ``key`` is unique in a run and names the study in the dataset JSON and the mask folder.
+    ``key`` is unique in a run and names the study in the dataset JSON and the mask folder. ``index_error``
+    (file, row and reason) marks a row the index could not use; the runner records it as failed.
     """
 
     key: str
@@ -52,6 +60,7 @@ class StudyRecord:
     view_position: str | None = None
     rows: int | None = None
     columns: int | None = None
+    index_error: str | None = None
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def read_report(self) -> str:
@@ -70,11 +79,57 @@ class StudyRecord:
 
 
 def _open_csv(path: Path) -> io.TextIOBase:
+    """Text stream of a (gzipped) CSV; bytes that are not UTF-8 are kept as surrogates for `_bad_bytes`."""
     if not path.exists():
         raise FileNotFoundError(f"CSV file not found: {path}")
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return path.open(newline="", encoding="utf-8")
+    raw = gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+    return io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
+
+
+_SURROGATE = re.compile("[\udc80-\udcff]")
+
+
+def _bad_bytes(row: dict) -> str | None:
+    """The first column holding bytes that are not UTF-8, as a message, else None."""
+    for column, value in row.items():
+        found = _SURROGATE.search(value or "") if isinstance(value, str) else None
+        if found:
+            byte = ord(found.group()) - 0xDC00
+            return f"column {column!r} is not valid UTF-8 (byte 0x{byte:02x} at character {found.start()})"
+    return None
+
+
+def _rows(reader: csv.DictReader, path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
+    """(row number, row, problem): a malformed line is reported as that row's problem and reading goes on."""
+    number = 1
+    while True:
+        number += 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            yield number, None, f"{path.name} row {number}: malformed CSV ({err})"
+            continue
+        problem = _bad_bytes(row)
+        yield number, row, f"{path.name} row {number}: {problem}" if problem else None
+
+
+class _Keys:
+    """Issues keys that are unique, also once made folder-safe (the mask folder): a repeat gets ``_2``, ``_3``..."""
+
+    def __init__(self):
+        self.used: set[str] = set()
+
+    def issue(self, key: str) -> str:
+        from monai_ils.generation.pairs import mask_folder_name
+
+        candidate, n = key, 1
+        while mask_folder_name(candidate) in self.used:
+            n += 1
+            candidate = f"{key}_{n}"
+        self.used.add(mask_folder_name(candidate))
+        return candidate
 
 
 def _find(root: Path, name: str) -> Path:
@@ -155,21 +210,28 @@ class MimicCXRIndex:
     def __iter__(self) -> Iterator[StudyRecord]:
         split_of = self._load_splits()
         seen_studies: set[str] = set()
+        keys = _Keys()
+        name = self.metadata_csv.name
         with _open_csv(self.metadata_csv) as stream:
             reader = csv.DictReader(stream)
             _require(reader, self.METADATA_COLUMNS, self.metadata_csv)
-            for number, row in enumerate(reader, 2):
-                dicom_id = row["dicom_id"].strip()
-                subject_id = row["subject_id"].strip()
-                study_id = row["study_id"].strip()
-                if not (dicom_id and subject_id and study_id):
-                    raise StudyIndexError(f"{self.metadata_csv}:{number}: empty dicom_id, subject_id or study_id.")
+            for number, row, problem in _rows(reader, self.metadata_csv):
+                row = row or {}
+                dicom_id = (row.get("dicom_id") or "").strip()
+                subject_id = (row.get("subject_id") or "").strip()
+                study_id = (row.get("study_id") or "").strip()
                 view = (row.get("ViewPosition") or "").strip()
-                if self.views is not None and view.upper() not in self.views:
+                if problem is None and not (dicom_id and subject_id and study_id):
+                    problem = f"{name} row {number}: empty dicom_id, subject_id or study_id"
+                if problem is None and self.views is not None and view.upper() not in self.views:
                     continue
                 split = split_of.get(dicom_id)
-                if split is None:
-                    raise StudyIndexError(f"{self.split_csv}: dicom_id {dicom_id} (metadata row {number}) has no split.")
+                if problem is None and split is None:
+                    problem = f"{name} row {number}: dicom_id {dicom_id} has no split in {self.split_csv.name}"
+                if problem is not None:
+                    yield StudyRecord(key=keys.issue(f"{name}_row{number}"), image_path="", split=split or "train",
+                                      index_error=problem, extra={"row": number})
+                    continue
                 if self.splits is not None and split not in self.splits:
                     continue
                 if self.first_image_per_study:
@@ -178,7 +240,7 @@ class MimicCXRIndex:
                     seen_studies.add(study_id)
                 folder = self.study_folder(subject_id, study_id)
                 yield StudyRecord(
-                    key=f"s{study_id}_{dicom_id}",
+                    key=keys.issue(f"s{study_id}_{dicom_id}"),
                     image_path=str(self.root / folder / f"{dicom_id}.dcm"),
                     split=split,
                     report_path=str(self.reports_root / f"{folder}.txt"),
@@ -237,22 +299,22 @@ class CSVStudyIndex:
                 raise StudyIndexError(f"{self.csv_path}: needs an 'image' (or 'image_path') column; found {reader.fieldnames}.")
             if report_col is None and report_path_col is None:
                 raise StudyIndexError(f"{self.csv_path}: needs a 'report' (text) or 'report_path' column; found {reader.fieldnames}.")
-            used: dict[str, int] = {}
-            for number, row in enumerate(reader, 2):
+            keys = _Keys()
+            for number, row, problem in _rows(reader, self.csv_path):
+                row = row or {}
                 image = (row.get(image_col) or "").strip()
-                if not image:
-                    raise StudyIndexError(f"{self.csv_path}:{number}: empty '{image_col}'.")
+                if problem is None and not image:
+                    problem = f"{self.csv_path.name} row {number}: empty {image_col!r} cell"
                 split = (row.get(split_col) or "").strip().lower() if split_col else ""
                 split = SPLIT_NAMES.get(split, split) or self.default_split
                 if self.splits is not None and split not in self.splits:
                     continue
                 key = (row.get(key_col) or "").strip() if key_col else ""
-                key = key or Path(image).stem
-                if key in used:  # several images of one study, or equal stems: keep keys unique
-                    used[key] += 1
-                    key = f"{key}_{used[key]}"
-                else:
-                    used[key] = 0
+                key = keys.issue(key or (Path(image).stem if image else f"{self.csv_path.stem}_row{number}"))
+                if problem is not None:
+                    yield StudyRecord(key=key, image_path=self._resolve(image) if image else "", split=split,
+                                      index_error=problem, extra={"row": number})
+                    continue
                 text = row.get(report_col) if report_col else None
                 report_path = (row.get(report_path_col) or "").strip() if report_path_col else ""
                 if not (text and text.strip()):
@@ -287,14 +349,29 @@ class FolderStudyIndex:
         self.split = SPLIT_NAMES.get(split, split)
         self.extensions = tuple(e.lower() for e in extensions)
 
-    def _images(self) -> list[Path]:
-        return sorted(p for p in self.folder.rglob("*") if p.is_file() and p.suffix.lower() in self.extensions)
+    def _images(self) -> list[tuple[str, Path]]:
+        """(key, image) sorted by path; two images with one key (or one mask folder) are refused, named."""
+        from monai_ils.generation.pairs import mask_folder_name
+
+        images = sorted(p for p in self.folder.rglob("*") if p.is_file() and p.suffix.lower() in self.extensions)
+        claims: dict[str, list[Path]] = {}
+        keyed = []
+        for image in images:
+            key = "_".join(image.relative_to(self.folder).with_suffix("").parts)
+            claims.setdefault(mask_folder_name(key), []).append(image)
+            keyed.append((key, image))
+        clashes = [paths for paths in claims.values() if len(paths) > 1]
+        if clashes:
+            listed = "; ".join(" and ".join(str(p.relative_to(self.folder)) for p in paths) for paths in clashes[:10])
+            raise StudyIndexError(
+                f"{self.folder}: {len(clashes)} study key(s) claimed by more than one image ({listed}); each image needs "
+                "its own <name>.txt report and a name that stays distinct once folders are joined with '_': rename one.")
+        return keyed
 
     def __iter__(self) -> Iterator[StudyRecord]:
-        for image in self._images():
-            relative = image.relative_to(self.folder).with_suffix("")
+        for key, image in self._images():
             yield StudyRecord(
-                key="_".join(relative.parts),
+                key=key,
                 image_path=str(image),
                 split=self.split,
                 report_path=str(image.with_suffix(".txt")),

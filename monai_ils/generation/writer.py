@@ -55,6 +55,8 @@ class StudyWriter:
         """Run the processor on one study and write its files; returns its shard line (never raises)."""
         line = {"key": record.key, "split": record.split, "status": "ok", "samples": [], "info": {}}
         try:
+            if record.index_error:  # a row the index could not use (file and row named): fail it, run the rest
+                raise StageError("index", record.index_error)
             result = self.processor(record)
             if isinstance(result, GeneratedPairs):
                 result = StudyResult.from_pairs(result)

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from monai_ils.report.finding import StructuredReport
+from monai_ils.report.recognition import unrecognised_reason
 from monai_ils.report.sections import select_section
 
 __all__ = ["structure_report", "structure_reports", "default_structurer", "build_structurer"]
@@ -27,18 +28,26 @@ def _skipped(reason: str) -> StructuredReport:
     return StructuredReport(section_name=None, section_text="", sentences=[], findings=[], skipped_reason=reason)
 
 
+def _checked(report: StructuredReport) -> StructuredReport:
+    """Skip a report from which nothing was recognised: its silence is no evidence for negatives."""
+    if report.skipped_reason is None:
+        report.skipped_reason = unrecognised_reason(report.findings, report.sentences)
+    return report
+
+
 def structure_report(report_text: str, structurer=None, sections: str = "fallback") -> StructuredReport:
     """Raw report -> ``StructuredReport`` (section chosen by the Appendix A.1 fallback, then findings).
 
     ``structurer`` is any object with ``structure(section_text, section_name)`` (``RuleBasedStructurer``,
     ``LLMStructurer``); default: the rule-based one. A report without a usable section comes back with
-    ``skipped_reason`` set and no findings. ``sections="findings+impression"`` structures both sections
-    together when a report has both (``sections.select_section``).
+    ``skipped_reason`` set and no findings; so does one in which nothing was recognised (no finding, no normal
+    statement such as "the lungs are clear"), e.g. a report in another language. ``sections="findings+impression"``
+    structures both sections together when a report has both (``sections.select_section``).
     """
     name, text, reason = select_section(report_text, sections)
     if reason is not None:
         return _skipped(reason)
-    return (structurer or default_structurer()).structure(text, name)
+    return _checked((structurer or default_structurer()).structure(text, name))
 
 
 def structure_reports(report_texts: Iterable[str], structurer=None, sections: str = "fallback") -> list[StructuredReport]:
@@ -52,7 +61,7 @@ def structure_reports(report_texts: Iterable[str], structurer=None, sections: st
     else:
         done = [structurer.structure(selected[i][1], selected[i][0]) for i in todo]
     for i, report in zip(todo, done):
-        out[i] = report
+        out[i] = _checked(report)
     return out  # type: ignore[return-value]
 
 

@@ -1,4 +1,9 @@
-"""Load chest X-rays (DICOM, PNG, JPG) as [1, H, W] MetaTensors in a known intensity convention.
+"""Load chest X-rays (DICOM, PNG, JPG, TIFF) as [1, H, W] MetaTensors in a known intensity convention.
+
+The format is read from the file's first bytes, not its name: a DICOM saved as ``x.png`` is still read as
+DICOM (MONOCHROME1 inverted), a TIFF is read as a bitmap. Each bitmap mode is handled explicitly: grey (8 or
+16 bit) as is, grey+alpha and RGBA without their alpha, RGB by the mean of its channels, a greyscale palette
+through its palette; a binary, float, colour-palette, CMYK or multi-frame image is refused by name.
 
 Convention: bright = dense (bones and opacities bright, lung fields dark), so MONOCHROME1 DICOMs are
 inverted; intensities stay in stored units (16-bit data is kept) and ``max_intensity`` (I_max) records the
@@ -15,12 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor, PILReader, PydicomReader
+from monai.data import MetaTensor, PydicomReader
 from monai.transforms import LoadImage, MapTransform, Transform
 
 from monai_ils import vocab
 
-DICOM_SUFFIXES = {".dcm", ".dicom", ""}
+BITMAP_SIGNATURES = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"BM": "BMP"}
+GREY_16_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
 FRONTAL_CHECKS = ("raise", "flag", "ignore")
 
 
@@ -66,6 +72,41 @@ def _load_failure(path: Path, err: BaseException, dicom: bool) -> str:
     return _first_line(err)
 
 
+def bitmap_format(path: Path) -> str | None:
+    """"PNG", "JPEG", "TIFF" or "BMP" from the file's signature; None for anything else (read as DICOM)."""
+    with open(path, "rb") as stream:
+        head = stream.read(132)
+    if head[128:132] == b"DICM":  # a DICOM preamble may itself look like a TIFF header (dual-personality files)
+        return None
+    return next((name for magic, name in BITMAP_SIGNATURES.items() if head.startswith(magic)), None)
+
+
+def _bitmap_pixels(pil, path: Path) -> tuple[np.ndarray, int]:
+    """(grey pixels, bits) of an opened PIL image, by mode; modes with no faithful grey reading are refused."""
+    mode = pil.mode
+    if mode == "L":
+        return np.asarray(pil), 8
+    if mode in ("LA", "La"):
+        return np.asarray(pil.getchannel("L")), 8  # the alpha channel is transparency, not intensity
+    if mode in GREY_16_MODES:
+        return np.asarray(pil).astype(np.uint16), 16
+    if mode == "I":  # 32-bit integer container (16-bit PNG/TIFF in some PIL versions)
+        pixels = np.asarray(pil)
+        if pixels.size and (pixels.min() < 0 or pixels.max() > 65535):
+            raise CXRLoadError(f"{path}: 32-bit integer image with values {pixels.min()}..{pixels.max()}; expected 8 or 16-bit grey.")
+        return pixels.astype(np.uint16), 16
+    if mode in ("RGB", "RGBA"):
+        rgb = np.asarray(pil)[..., :3]  # an RGB(A) export of a greyscale radiograph; alpha dropped
+        return rgb.mean(axis=-1), 8
+    if mode == "P":
+        palette = np.asarray(pil.convert("RGB"))
+        if not (np.array_equal(palette[..., 0], palette[..., 1]) and np.array_equal(palette[..., 1], palette[..., 2])):
+            raise CXRLoadError(f"{path}: colour palette image; expected a greyscale radiograph.")
+        return palette[..., 0], 8
+    reasons = {"1": "a 1-bit (black and white) image", "F": "a 32-bit float image (no known I_max)", "CMYK": "a CMYK image"}
+    raise CXRLoadError(f"{path}: {reasons.get(mode, f'PIL mode {mode!r}')} is not a greyscale radiograph; save it as 8 or 16-bit grey.")
+
+
 class LoadCXR(Transform):
     """Load one chest X-ray file into a float32 MetaTensor of shape [1, H, W].
 
@@ -84,14 +125,13 @@ class LoadCXR(Transform):
         self.frontal_check = frontal_check
         self.default_spacing = tuple(float(s) for s in default_spacing)
         self._dicom = LoadImage(reader=PydicomReader(prune_metadata=False), image_only=True, dtype=None)
-        self._bitmap = LoadImage(reader=PILReader(reverse_indexing=False), image_only=True, dtype=None)
 
     def __call__(self, filename, view_position: str | None = None, study_id: str | None = None,
                  image_id: str | None = None) -> MetaTensor:
         path = Path(os.fspath(filename))
         if not path.is_file():
             raise CXRLoadError(f"{path}: file not found.")
-        if path.suffix.lower() in {".png", ".jpg", ".jpeg"}:
+        if bitmap_format(path) is not None:
             pixels, meta = self._load_bitmap(path)
         else:
             pixels, meta = self._load_dicom(path)
@@ -141,13 +181,19 @@ class LoadCXR(Transform):
         }
 
     def _load_bitmap(self, path: Path):
+        from PIL import Image
+
         try:
-            image = np.array(self._bitmap(str(path)))
+            with Image.open(path) as pil:
+                frames = getattr(pil, "n_frames", 1)
+                if frames > 1:
+                    raise CXRLoadError(f"{path}: {frames} frames in one {pil.format} file; expected a single radiograph.")
+                pil.load()
+                image, bits = _bitmap_pixels(pil, path)
+        except CXRLoadError:
+            raise
         except Exception as err:
             raise CXRLoadError(f"{path}: not a readable image ({_load_failure(path, err, dicom=False)}).") from err
-        if image.ndim == 3:  # RGB(A) export of a greyscale radiograph
-            image = image[..., :3].mean(axis=-1)
-        bits = 16 if image.dtype == np.uint16 or image.max(initial=0) > 255 else 8
         return image, {
             "spacing": self.default_spacing,
             "view_position": None,

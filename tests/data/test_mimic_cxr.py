@@ -62,8 +62,11 @@ def test_mimic_index_errors_name_file_and_row(tmp_path):
     mimic_tree(tmp_path)
     write_csv(tmp_path / "mimic-cxr-2.0.0-split.csv", ["dicom_id", "study_id", "subject_id", "split"],
               [[d, st, subj, split] for d, subj, st, _, split in IMAGES[:2]])
-    with pytest.raises(StudyIndexError, match=r"dicom_id bbb-1 \(metadata row 4\) has no split"):
-        list(MimicCXRIndex(tmp_path))
+    records = list(MimicCXRIndex(tmp_path))  # the row without a split is that study's error, the others run
+    assert [r.index_error for r in records] == [None, "mimic-cxr-2.0.0-metadata.csv row 4: dicom_id bbb-1 has no split in "
+                                                "mimic-cxr-2.0.0-split.csv", "mimic-cxr-2.0.0-metadata.csv row 5: dicom_id ccc-1 "
+                                                "has no split in mimic-cxr-2.0.0-split.csv", "mimic-cxr-2.0.0-metadata.csv row 6: "
+                                                "dicom_id ccc-2 has no split in mimic-cxr-2.0.0-split.csv"]
     write_csv(tmp_path / "mimic-cxr-2.0.0-split.csv", ["dicom", "split"], [])
     with pytest.raises(StudyIndexError, match=r"missing column\(s\) \['dicom_id', 'study_id', 'subject_id'\]"):
         list(MimicCXRIndex(tmp_path))
@@ -87,7 +90,7 @@ def test_csv_index_text_or_file_reports_and_unique_keys(tmp_path):
         ["/abs/c.dcm", "", "", "test", "AP"],
     ])
     records = list(CSVStudyIndex(tmp_path / "list.csv"))
-    assert [r.key for r in records] == ["a", "a_1", "c"]
+    assert [r.key for r in records] == ["a", "a_2", "c"]
     assert [r.split for r in records] == ["val", "train", "test"]
     assert records[0].image_path == str(tmp_path / "img/a.png") and records[0].read_report() == "Right basal pneumonia."
     assert records[1].read_report() == "Left effusion." and records[1].view_position is None
@@ -111,3 +114,82 @@ def test_folder_index(tmp_path):
     with pytest.raises(FileNotFoundError, match="y.txt"):
         records[1].read_report()
     assert isinstance(study_index(tmp_path), FolderStudyIndex)
+
+
+# ---------------------------------------------------------------------------------------------------
+# unique keys (issue 15 item 2) and one bad row is that row's error (item 4)
+# ---------------------------------------------------------------------------------------------------
+def test_csv_duplicate_ids_get_keys_unique_also_as_mask_folders(tmp_path):
+    write_csv(tmp_path / "list.csv", ["study_id", "image", "report"], [
+        ["a", "1.dcm", "r"], ["a", "2.dcm", "r"], ["a_2", "3.dcm", "r"], ["a/2", "4.dcm", "r"], ["", "sub/a.dcm", "r"],
+    ])
+    keys = [r.key for r in CSVStudyIndex(tmp_path / "list.csv")]
+    from monai_ils.generation.pairs import mask_folder_name
+
+    assert keys == ["a", "a_2", "a_2_2", "a/2_3", "a_3"]  # "a/2_2" would share the folder a_2_2
+    assert len({mask_folder_name(k) for k in keys}) == len(keys)
+
+
+def test_csv_bad_rows_become_their_own_error_records(tmp_path):
+    path = tmp_path / "list.csv"
+    path.write_bytes(b"study_id,image,report\n"
+                     b"ok1,a.dcm,Right effusion.\n"
+                     b"empty,,Left effusion.\n"
+                     b"latin,b.dcm,Epanchement pleural \xe9tendu.\n"
+                     b"ok2,c.dcm,No acute process.\n")
+    index = CSVStudyIndex(path)
+    assert len(index) == 4  # counting the index does not abort
+    records = list(index)
+    assert [r.key for r in records] == ["ok1", "empty", "latin", "ok2"]
+    assert [r.index_error for r in records] == [
+        None, "list.csv row 3: empty 'image' cell",
+        "list.csv row 4: column 'report' is not valid UTF-8 (byte 0xe9 at character 20)", None]
+    assert records[3].read_report() == "No acute process."
+
+
+def test_runner_writes_a_bad_row_as_its_error_record_and_runs_the_rest(tmp_path):
+    from monai_ils.generation.pairs import GeneratedPairs
+    from monai_ils.generation.runner import GenerationRunner
+
+    path = tmp_path / "list.csv"
+    path.write_bytes(b"image,report\na.dcm,fine\n,no image\nb.dcm,bad \xff byte\nc.dcm,fine\n")
+    seen = []
+
+    def processor(record):
+        seen.append(record.key)
+        return GeneratedPairs(samples=[], masks={})
+
+    summary = GenerationRunner(tmp_path / "out", processor, progress=False).run(CSVStudyIndex(path))
+    assert seen == ["a", "b", "c"] or seen == ["a", "c"]
+    assert (summary.studies, summary.ok, summary.errors) == (4, 2, 2)
+    import json
+
+    errors = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
+    assert {e["error"]["message"] for e in errors} == {"list.csv row 3: empty 'image' cell",
+                                                        "list.csv row 4: column 'report' is not valid UTF-8 (byte 0xff at character 4)"}
+    assert {e["error"]["stage"] for e in errors} == {"index"}
+
+
+def test_mimic_row_without_ids_is_its_error_record(tmp_path):
+    mimic_tree(tmp_path)
+    rows = [[d, subj, st, "", view, 1, 1, "", "", "", "", ""] for d, subj, st, view, _ in IMAGES]
+    rows[0][2] = ""
+    write_csv(tmp_path / "mimic-cxr-2.0.0-metadata.csv", META_COLUMNS, rows)
+    records = list(MimicCXRIndex(tmp_path))
+    assert records[0].index_error == "mimic-cxr-2.0.0-metadata.csv row 2: empty dicom_id, subject_id or study_id"
+    assert [r.index_error for r in records[1:]] == [None, None, None]
+
+
+@pytest.mark.parametrize("files, named", [
+    (["x.dcm", "x.png", "x.txt"], "x.dcm and x.png"),
+    (["sub/b.dcm", "sub_b.dcm"], "sub/b.dcm and sub_b.dcm"),
+])
+def test_folder_images_sharing_a_key_are_refused_at_indexing_named(tmp_path, files, named):
+    for name in files:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    index = FolderStudyIndex(tmp_path)
+    with pytest.raises(StudyIndexError, match=f"1 study key\\(s\\) claimed by more than one image \\({named}\\)"):
+        list(index)
+    with pytest.raises(StudyIndexError):
+        len(index)

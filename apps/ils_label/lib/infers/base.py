@@ -14,6 +14,7 @@ from lib.transforms import CheckCXRSized, ResolveCXRd
 
 RESULT_EXTENSIONS = (".png", ".nrrd", ".nii.gz", ".nii", ".seg.nrrd")
 RESULT_DTYPES = ("uint8", "uint16", "int16", "int32", "float32")
+PNG_DTYPES = ("uint8", "uint16")  # ITK's PNG writer (what MONAI Label uses) writes unsigned 8/16-bit only
 
 
 def first(value):
@@ -32,6 +33,8 @@ class CheckResultFormat:
         dtype = first(d.get("result_dtype")) or "uint8"
         if dtype not in RESULT_DTYPES:
             raise BadRequest(f"result_dtype {dtype!r} is not supported; use one of {list(RESULT_DTYPES)}.")
+        if extension.lower() == ".png" and dtype not in PNG_DTYPES:
+            raise BadRequest(f"result_dtype {dtype!r} cannot be written as PNG (uint8 or uint16 only); use .nrrd or .nii.gz for {dtype}.")
         d["result_extension"], d["result_dtype"] = extension.lower(), dtype
         return d
 

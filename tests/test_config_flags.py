@@ -1,0 +1,54 @@
+"""On/off settings of our bundle configs are coerced (issue 15 item 9): ``--export_images false`` is False."""
+
+from pathlib import Path
+
+import pytest
+from monai.bundle import ConfigParser
+
+from monai_ils.utils.config import as_bool
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("value, expected", [("false", False), ("False", False), ("FALSE", False), ("0", False), (0, False),
+                                             (False, False), ("true", True), ("True", True), ("TRUE", True), ("1", True),
+                                             (1, True), (True, True), (" false ", False)])
+def test_as_bool_accepts_true_false_1_0_in_any_case(value, expected):
+    assert as_bool(value, "export_images") is expected
+
+
+@pytest.mark.parametrize("value", ["no", "yes", "", "2", 2, None, "falsch", 0.5])
+def test_as_bool_refuses_anything_else_naming_the_key(value):
+    with pytest.raises(ValueError, match=f"export_images must be true or false .*got {value!r}"):
+        as_bool(value, "export_images")
+
+
+def _parser(config, **overrides):
+    parser = ConfigParser()
+    parser.read_config(ROOT / "bundles" / config)
+    parser.update(overrides)  # what `python -m monai.bundle run --key value` does with Fire's strings
+    return parser
+
+
+@pytest.mark.parametrize("config, owner, key", [
+    ("ils_generation/configs/generation.json", "processor", "export_images"),
+    ("ils_generation/configs/generation.json", "processor", "overlays"),
+    ("ils_generation/configs/generation.json", "runner", "progress"),
+    ("rosalia/configs/train.json", "trainer", "resume"),
+    ("rosalia/configs/train.json", "trainer", "export_merged_model"),
+    ("rosalia/configs/inference.json", "runner", "resume"),
+    ("rosalia/configs/evaluate.json", "evaluator", "resume"),
+])
+def test_lowercase_false_on_the_command_line_is_false_and_a_typo_is_refused(config, owner, key):
+    parser = _parser(config, **{key: "false"})
+    site = owner or next(k for k, v in parser.config.items() if isinstance(v, dict) and key in v)
+    assert parser.get_parsed_content(f"{site}#{key}") is False
+    assert _parser(config, **{key: "True"}).get_parsed_content(f"{site}#{key}") is True
+    with pytest.raises(Exception) as error:  # MONAI wraps it in "Failed to evaluate"; the cause names the key
+        _parser(config, **{key: "nope"}).get_parsed_content(f"{site}#{key}")
+    causes = []
+    err = error.value
+    while err is not None:
+        causes.append(str(err))
+        err = err.__cause__
+    assert f"{key} must be true or false (also 1/0, any case), got 'nope'." in causes
