@@ -112,6 +112,17 @@ def test_rosalia_dicom_seg(client, dicom_studies, expected_prediction, tmp_path)
     np.testing.assert_array_equal(mask.astype(bool), expected_prediction.mask.astype(bool))
 
 
+def test_rosalia_dicom_seg_of_an_upload(client, dicom_studies, expected_prediction, tmp_path):
+    path = dicom_studies["studies"] / "small_m1.dcm"
+    response = client.post("/infer/rosalia?output=dicom_seg", data={"params": json.dumps({"instruction": INSTRUCTION})},
+                           files={"file": ("small_m1.dcm", path.read_bytes(), "application/dicom")})
+    assert response.status_code == 200, response.text
+    seg = check_seg(response.content, tmp_path, pydicom.dcmread(str(path), stop_before_pixels=True))
+    mask = seg.get_pixels_by_source_instance([seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID],
+                                             segment_numbers=[1])[0, :, :, 0]
+    np.testing.assert_array_equal(mask.astype(bool), expected_prediction.mask.astype(bool))
+
+
 def test_rosalia_dicom_seg_needs_a_lesion_type(client):
     response = infer_seg(client, "rosalia", "small_m1", {"instruction": "Segment the lesion."})
     assert response.status_code == 422 and "lesion type" in response.json()["detail"]
@@ -150,6 +161,12 @@ def test_save_stores_seg_and_sr_on_orthanc(orthanc_server, label_data, tmp_path)
     web = DICOMwebClient(url=orthanc_server.dicomweb_url)
     try:
         client = make_client(orthanc_server.dicomweb_url, app_conf(label_data["rosalia"], config)).__enter__()
+        blank = io.BytesIO()
+        Image.fromarray(np.zeros((128, 128), np.uint8)).save(blank, format="PNG")
+        series = str(pydicom.dcmread(str(synth), stop_before_pixels=True).SeriesInstanceUID)
+        response = client.put(f"/datastore/label?image={series}&tag=final", data={"params": "{}"},
+                              files={"label": ("label.png", blank.getvalue(), "image/png")})
+        assert response.status_code == 400 and "run a task on it" in response.json()["detail"]
         for path, model, params, kinds in ((synth, "grounding", {"report": SYNTH_REPORT}, {"SEG", "SR"}),
                                            (small, "rosalia", {"instruction": INSTRUCTION}, {"SEG"})):
             source = pydicom.dcmread(str(path), stop_before_pixels=True)
@@ -186,6 +203,11 @@ def test_save_stores_seg_and_sr_on_orthanc(orthanc_server, label_data, tmp_path)
                 cited = [ref.ReferencedSOPInstanceUID for item in groups[0][0].ContentSequence if item.ValueType == "IMAGE"
                          for ref in item.ReferencedSOPSequence]
                 assert seg.SOPInstanceUID in cited  # TID 1410 cites the stored SEG
+        # output=dicom_seg on a series fetched from the DICOMweb server
+        source = pydicom.dcmread(str(small), stop_before_pixels=True)
+        response = infer_seg(client, "rosalia", str(source.SeriesInstanceUID), {"instruction": INSTRUCTION})
+        assert response.status_code == 200, response.text
+        check_seg(response.content, tmp_path, source)
     finally:
         settings.MONAI_LABEL_DICOMWEB_CACHE_PATH, settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER = saved
         clear_cache()

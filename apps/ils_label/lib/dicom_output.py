@@ -28,7 +28,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from monai_ils import vocab
-from lib.errors import BadRequest, Unprocessable
+from lib.errors import BadRequest, RequestError, Unprocessable
 
 logger = logging.getLogger(__name__)
 
@@ -190,8 +190,9 @@ def install_dicom_seg_route(app) -> None:
     from monailabel.endpoints.infer import ResultType, run_inference
     from monailabel.endpoints.user.auth import RBAC, User
 
-    if any(getattr(r, "name", "") == "ils_infer" for r in app.router.routes):
-        return
+    # an app reloaded in the same process (MONAI Label re-imports lib/) replaces the route of its predecessor,
+    # whose DICOM_SEG_REQUESTED is another module's
+    app.router.routes[:] = [r for r in app.router.routes if getattr(r, "name", "") != "ils_infer"]
 
     def ils_infer(background_tasks: BackgroundTasks, model: str, image: str = "", session_id: str = "", params: str = Form("{}"),
                   file: UploadFile = File(None), label: UploadFile = File(None), output: ResultType | None = None,
@@ -240,6 +241,7 @@ def store_on_save(datastore, outputs: DicomOutputs, image_id: str, label_filenam
 
 def dicomweb_saver(outputs: DicomOutputs):
     """A DICOMweb datastore class whose final saves go through :func:`store_on_save` instead of dcmqi."""
+    from fastapi import HTTPException
     from monailabel.datastore.dicom import DICOMWebDatastore
     from monailabel.datastore.local import LocalDatastore
     from monailabel.interfaces.datastore import DefaultLabelTag
@@ -248,7 +250,10 @@ def dicomweb_saver(outputs: DicomOutputs):
         def save_label(self, image_id, label_filename, label_tag, label_info, label_id=""):
             label_info = dict(label_info or {})
             if label_tag == DefaultLabelTag.FINAL:
-                label_info.update(store_on_save(self, outputs, image_id, label_filename, label_info))
+                try:
+                    label_info.update(store_on_save(self, outputs, image_id, label_filename, label_info))
+                except RequestError as err:  # the save endpoint answers it with its status, not a 500
+                    raise HTTPException(status_code=err.status, detail=err.message) from err
                 if image_id not in self._datastore.objects:
                     # no NIfTI copy in the cache (dicomweb_convert_to_nifti off): the stored SEG series is the
                     # label, as MONAI Label's DICOMweb datastore lists final labels
