@@ -211,3 +211,18 @@ def test_save_stores_seg_and_sr_on_orthanc(orthanc_server, label_data, tmp_path)
     finally:
         settings.MONAI_LABEL_DICOMWEB_CACHE_PATH, settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER = saved
         clear_cache()
+
+
+def test_dicom_seg_from_a_started_server(label_server, label_data, expected_prediction, tmp_path):
+    """`monailabel start_server`: the route is in place from start-up, answered by our SEG, not dcmqi."""
+    import requests
+
+    response = requests.post(f"{label_server}/infer/rosalia?image=small_m1&output=dicom_seg",
+                             data={"params": json.dumps({"instruction": INSTRUCTION})}, timeout=120)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/dicom"
+    source = pydicom.dcmread(str(label_data["studies"] / "small_m1.dcm"), stop_before_pixels=True)
+    seg = check_seg(response.content, tmp_path, source)
+    assert seg.ManufacturerModelName == "monai-ils"
+    mask = seg.get_pixels_by_source_instance([source.SOPInstanceUID], segment_numbers=[1])[0, :, :, 0]
+    np.testing.assert_array_equal(mask.astype(bool), expected_prediction.mask.astype(bool))
