@@ -150,9 +150,14 @@ def test_save_stores_seg_and_sr_on_orthanc(orthanc_server, label_data, tmp_path)
     from dicomweb_client.api import DICOMwebClient
     from monailabel.config import settings
     from monailabel.interfaces.utils.app import clear_cache
+    from pydicom.uid import generate_uid
 
     synth, config = synthetic_cr(label_data, tmp_path / "cr")
-    small = label_data["studies"] / "small_m1.dcm"
+    small = tmp_path / "small_m1.dcm"  # in a study of its own: the server is shared with tests/dicom
+    ds = pydicom.dcmread(str(label_data["studies"] / "small_m1.dcm"))
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.save_as(str(small))
     for path in (synth, small):
         orthanc_server.upload(path)
     saved = settings.MONAI_LABEL_DICOMWEB_CACHE_PATH, settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER
