@@ -12,7 +12,8 @@ label of its lesion type, as the reviewer left it; a label the reviewer added be
 ``rosalia`` one segment for the lesion type and locations its instruction names. A single-frame CR/DX gets
 the geometry OHIF's segmentation mode overlays (``monai_ils.dicom.geometry``).
 """
-
+# no ``from __future__ import annotations``: FastAPI reads the route's annotations at run time, and its
+# types are imported inside install_dicom_seg_route
 
 import contextvars
 import logging
