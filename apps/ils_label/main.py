@@ -18,6 +18,8 @@ import logging
 import os
 import re
 import time
+import sys
+import tempfile
 from pathlib import Path
 
 import lib.configs
@@ -33,6 +35,7 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 
 from lib.configs.common import conf_bool
+from lib.dicom_output import DicomOutputs, dicomweb_saver, install_dicom_seg_route
 from lib.errors import BadRequest, ModelUnavailable, NotFound, RequestError
 from lib.security import UploadRegistry, describe_request, drop_text_logging, guard_endpoints
 
@@ -60,6 +63,7 @@ class MyApp(MONAILabelApp):
         drop_text_logging()  # MONAI Label's request dumps hold report and instruction text; /logs serves them
         self.uploads = UploadRegistry()
         self._guard_endpoints(conf)
+        self.dicom_outputs = DicomOutputs()
         super().__init__(
             app_dir=app_dir,
             studies=studies,
@@ -68,6 +72,8 @@ class MyApp(MONAILabelApp):
             description="ROSALIA answers segmentation instructions; 'grounding' shows the masks dataset generation makes from a report.",
             version=getattr(monai_ils, "__version__", "0"),
         )
+        if "monailabel.app" in sys.modules:  # served: output=dicom_seg is answered by our highdicom SEG
+            install_dicom_seg_route(sys.modules["monailabel.app"].app)
 
     @staticmethod
     def _guard_endpoints(conf) -> None:
@@ -100,17 +106,11 @@ class MyApp(MONAILabelApp):
         datastore = super()._init_dicomweb_datastore()
         if hasattr(datastore, "_convert_to_nifti"):
             datastore._convert_to_nifti = conf_bool(self.conf, "dicomweb_convert_to_nifti", False)
+        datastore.__class__ = dicomweb_saver(self.dicom_outputs)  # final saves: highdicom SEG (+SR) by STOW-RS
         return datastore
 
     def _download_dcmqi_tools(self):
-        """dcmqi (DICOM SEG export) is fetched from GitHub by MONAI Label; offline hosts start without it."""
-        if not conf_bool(self.conf, "dcmqi_download", True):
-            logger.warning("dcmqi download disabled (conf dcmqi_download=false): saving labels as DICOM SEG needs itkimage2segimage on PATH.")
-            return
-        try:
-            super()._download_dcmqi_tools()
-        except Exception as err:
-            logger.warning("Could not download dcmqi (%s); saving labels as DICOM SEG needs itkimage2segimage on PATH.", err)
+        """No dcmqi: DICOM SEG (infer output and saved labels) is built with highdicom (lib/dicom_output.py)."""
 
     # ------------------------------------------------------------------ tasks
     def init_infers(self):
@@ -179,8 +179,13 @@ class MyApp(MONAILabelApp):
         if not task.is_valid():
             raise ModelUnavailable(task.unavailable_reason())
         request = dict(request)
-        request["image"] = upload or self.check_image_id(request.get("image"), datastore or self.datastore())
-        return super().infer(request, datastore)
+        datastore = datastore or self.datastore()
+        image_id = request["image"] = upload or self.check_image_id(request.get("image"), datastore)
+        uploaded = os.path.isabs(image_id)
+        uri = image_id if uploaded else datastore.get_image_uri(image_id)
+        self.dicom_outputs.before_infer(uri)
+        result = super().infer(request, datastore)
+        return self.dicom_outputs.after_infer(model, image_id, uri, result, datastore_id=not uploaded)
 
     @staticmethod
     def check_image_id(image, datastore: Datastore) -> str:

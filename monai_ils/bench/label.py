@@ -65,7 +65,7 @@ def main(argv=None) -> int:
             rosalia = str(build_tiny_rosalia(tmp / "tiny")[2])
         settings.MONAI_LABEL_APP_DIR, settings.MONAI_LABEL_STUDIES = str(app_dir), str(studies)
         settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD = False
-        settings.MONAI_LABEL_APP_CONF = {"rosalia_path": rosalia, "rosalia_device": args.device, "dcmqi_download": "false"}
+        settings.MONAI_LABEL_APP_CONF = {"rosalia_path": rosalia, "rosalia_device": args.device}
         sys.path.append(str(app_dir))
         from monailabel.app import app
 

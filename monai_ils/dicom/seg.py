@@ -28,15 +28,16 @@ class Segment:
     label: str
 
 
-def segment_findings(findings: Sequence[GroundedFinding]) -> list[tuple[int, GroundedFinding]]:
+def segment_findings(findings: Sequence[GroundedFinding], require_location: bool = True) -> list[tuple[int, GroundedFinding]]:
     """The findings that get a segment: positive ones with a non-empty mask (grounded lung lesions, and
-    cardiomegaly with its heart mask)."""
+    cardiomegaly with its heart mask). ``require_location=False`` also takes lung lesions without a
+    grounded location (a model's answer to an instruction that names none)."""
     out = []
     for index, finding in enumerate(findings):
         lesion = finding.effective_lesion_type
         if not finding.is_positive or lesion is None or finding.mask is None or not finding.mask.any():
             continue
-        if lesion in vocab.ORGAN_LEVEL_LESION_TYPES or finding.grounded_location:
+        if lesion in vocab.ORGAN_LEVEL_LESION_TYPES or finding.grounded_location or not require_location:
             out.append((index, finding))
     return out
 
@@ -94,14 +95,14 @@ def segment_description(number: int, finding: GroundedFinding, study_key: str, b
 
 
 def build_segmentation(source: Dataset, findings: Sequence[GroundedFinding], study_key: str,
-                       backends: Mapping[str, str] | None = None, notes: Sequence[str] = ()):
+                       backends: Mapping[str, str] | None = None, notes: Sequence[str] = (), require_location: bool = True):
     """``(Segmentation, [Segment])`` or ``(None, [])`` when no finding has a mask.
 
     Masks must have the source's size (Rows x Columns); a mismatch is an error naming the finding.
     """
     import highdicom as hd
 
-    chosen = segment_findings(findings)
+    chosen = segment_findings(findings, require_location)
     if not chosen:
         return None, []
     shape = (int(source.Rows), int(source.Columns))

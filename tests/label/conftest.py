@@ -22,7 +22,7 @@ INSTRUCTION = "Segment the opacity in the right lung base."
 
 
 def app_conf(rosalia_path=None, grounding_config=None) -> dict:
-    conf = {"dcmqi_download": "false", "max_image_pixels": str(MAX_PIXELS), "rosalia_device": "cpu"}
+    conf = {"max_image_pixels": str(MAX_PIXELS), "rosalia_device": "cpu"}
     if rosalia_path:
         conf["rosalia_path"] = str(rosalia_path)
     if grounding_config:

@@ -97,6 +97,7 @@ class GroundingInfer(CXRInferTask):
                 "grounded_location": list(finding.grounded_location),
                 "label": None,
                 "pixels": 0,
+                "sentence_index": finding.sentence_index,
             }
             if finding.mask is not None and finding.mask.any() and lesion in LESION_LABELS:
                 label = LESION_LABELS[lesion]
@@ -114,6 +115,7 @@ class GroundingInfer(CXRInferTask):
             "qc_passed": bool(grounding.qc_passed),
             "qc_reasons": list(grounding.qc_reasons),
             "image": {"rows": int(rows), "columns": int(cols)},
+            "sentences": list(grounding.sentences or []),  # what sentence_index counts into (the SR's comments)
         }
         if str(data.get("pairs", True)).lower() not in ("false", "0", "no"):
             result["pairs"] = self._pairs(grounding)
