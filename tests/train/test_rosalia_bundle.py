@@ -20,6 +20,10 @@ def test_bundle_files_are_complete():
     assert parser["lora"]["r"] == 128 and parser["lora"]["alpha"] == 256
     # optimizer, scheduler, precision and ZeRO live only in the DeepSpeed file
     assert not {"lr", "warmup_steps"} & set(parser.get("trainer"))
+    assert parser["trainer"]["network"] == "@network_def" and parser["trainer"]["loss"] == "@loss"
+    assert parser["network_def"]["_target_"].endswith("build_network") and parser["loss"]["ce"] == "@loss_weights#ce"
+    parser.update({"loss_weights": {"ce": 1.0, "bce": 2.0, "dice": 3.0}})
+    assert parser.get_parsed_content("loss").weights.to_dict() == {"ce": 1.0, "bce": 2.0, "dice": 3.0}
     ds = json.loads((BUNDLE / "configs" / "ds_zero2.json").read_text())
     assert ds["optimizer"]["params"]["lr"] == 3e-4 and ds["scheduler"]["params"]["warmup_num_steps"] == 100
     assert ds["zero_optimization"]["stage"] == 2
