@@ -60,25 +60,24 @@ class MaskStats:
         return 1.0 if self.union == 0 else self.intersection / self.union
 
 
-def _as_bool(mask, name: str) -> np.ndarray:
-    if isinstance(mask, torch.Tensor):
-        mask = mask.detach().cpu().numpy()
-    array = np.asarray(mask)
-    while array.ndim > 2 and array.shape[0] == 1:  # [1, H, W], [1, 1, H, W]
-        array = array[0]
-    if array.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-D mask (optionally with singleton dims), got shape {np.shape(mask)}.")
-    return array > 0 if array.dtype != bool else array
+def _as_tensor(mask, name: str) -> torch.Tensor:
+    """A 2-D mask (optionally with singleton leading dims) as a ``[1, H, W]`` tensor."""
+    tensor = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask.detach().cpu())
+    while tensor.ndim > 2 and tensor.shape[0] == 1:  # [1, H, W], [1, 1, H, W]
+        tensor = tensor[0]
+    if tensor.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D mask (optionally with singleton dims), got shape {tuple(np.shape(mask))}.")
+    return tensor[None]
 
 
-def mask_stats(pred, target) -> MaskStats:
-    """Intersection, union and areas of a predicted and a target mask (foreground = non-zero)."""
-    p, t = _as_bool(pred, "prediction"), _as_bool(target, "target")
+def mask_stats(pred, target, positive: bool | None = None) -> MaskStats:
+    """Intersection, union and areas of one predicted and one target mask (foreground = non-zero),
+    counted by :class:`MaskOverlapMetric` (the one implementation)."""
+    p, t = _as_tensor(pred, "prediction"), _as_tensor(target, "target")
     if p.shape != t.shape:
-        raise ValueError(f"Prediction shape {p.shape} differs from target shape {t.shape}; resize the prediction to the image first.")
-    inter = int(np.count_nonzero(p & t))
-    pa, ta = int(np.count_nonzero(p)), int(np.count_nonzero(t))
-    return MaskStats(inter, pa + ta - inter, pa, ta)
+        raise ValueError(f"Prediction shape {tuple(p.shape[1:])} differs from target shape {tuple(t.shape[1:])}; resize the prediction to the image first.")
+    row = MaskOverlapMetric.counts(p[None], t[None])[0]
+    return MaskStats(*(int(v) for v in row[:4]))
 
 
 def sample_iou(pred, target) -> float:
@@ -130,38 +129,48 @@ def answers_match(predicted: str | None, reference: str) -> bool:
 # MONAI metric classes
 # ------------------------------------------------------------------------------------------------
 class MaskOverlapMetric(CumulativeIterationMetric):
-    """gIoU, cIoU and N-Acc as a MONAI cumulative metric.
+    """gIoU, cIoU and N-Acc as a MONAI cumulative metric: the one implementation of the mask scores.
 
     Call it with predictions and targets (batch-first tensors ``[B, 1, H, W]`` or lists of
     channel-first ``[1, H, W]`` tensors of different sizes); every call buffers per-sample
-    ``(intersection, union, pred_area, target_area)``. A sample is a negative when its target is
-    empty (the MIMIC-ILS convention: negative pairs have empty masks). :meth:`aggregate` returns
-    ``{"giou", "ciou", "nacc", "n_positive", "n_negative", "empty_target_positives"}``.
+    ``(intersection, union, pred_area, target_area, positive)`` and returns those rows. ``positive``
+    (bool or ``[B]``) says which samples are positives; without it a sample is a negative when its
+    target is empty (the MIMIC-ILS convention: negative pairs have empty masks). :meth:`aggregate`
+    returns ``{"giou", "ciou", "nacc", "n_positive", "n_negative", "empty_target_positives"}``.
     """
 
     def __init__(self, empty_threshold: int = 0) -> None:
         super().__init__()
         self.empty_threshold = int(empty_threshold)
 
-    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
-        if y is None:
-            raise ValueError("MaskOverlapMetric needs targets (y).")
-        if y_pred.shape != y.shape:
-            raise ValueError(f"MaskOverlapMetric: y_pred shape {tuple(y_pred.shape)} differs from y shape {tuple(y.shape)}.")
+    @staticmethod
+    def counts(y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``[B, 4]`` long: intersection, union, predicted area, target area (foreground = > 0)."""
         p = (y_pred > 0).flatten(1)
         t = (y > 0).flatten(1)
         inter = (p & t).sum(1)
         pa, ta = p.sum(1), t.sum(1)
         return torch.stack([inter, pa + ta - inter, pa, ta], 1).to(torch.long).cpu()
 
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None, positive=None, **kwargs) -> torch.Tensor:
+        if y is None:
+            raise ValueError("MaskOverlapMetric needs targets (y).")
+        if y_pred.shape != y.shape:
+            raise ValueError(f"MaskOverlapMetric: y_pred shape {tuple(y_pred.shape)} differs from y shape {tuple(y.shape)}.")
+        rows = self.counts(y_pred, y)
+        flags = rows[:, 3] > 0 if positive is None else torch.as_tensor(positive, dtype=torch.bool).flatten().expand(rows.shape[0])
+        return torch.cat([rows, flags.to(torch.long)[:, None]], 1)
+
+    @staticmethod
+    def split(rows) -> tuple[list[MaskStats], list[MaskStats]]:
+        """Buffered rows -> (positive, negative) :class:`MaskStats`."""
+        stats = [(MaskStats(*(int(v) for v in row[:4])), bool(row[4])) for row in rows]
+        return [s for s, pos in stats if pos], [s for s, pos in stats if not pos]
+
     def aggregate(self) -> dict:  # type: ignore[override]
         buffer = self.get_buffer()
-        if buffer is None or len(buffer) == 0:
-            return segmentation_scores([], [], self.empty_threshold)
-        stats = [MaskStats(*(int(v) for v in row)) for row in buffer]
-        positives = [s for s in stats if s.target_area > 0]
-        negatives = [s for s in stats if s.target_area == 0]
-        return segmentation_scores(positives, negatives, self.empty_threshold)
+        rows = [] if buffer is None or len(buffer) == 0 else buffer
+        return segmentation_scores(*self.split(rows), self.empty_threshold)
 
 
 class TextAccuracyMetric(Cumulative):

@@ -18,10 +18,11 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from monai_ils.data.ils_format import load_mask_png
-from monai_ils.evaluation.metrics import answers_match, mask_stats, segmentation_scores
+from monai_ils.evaluation.metrics import MaskOverlapMetric, MaskStats, TextAccuracyMetric, answers_match
 from monai_ils.evaluation.overlays import OverlayCase, pick_cases, save_overlay_grid
 from monai_ils.evaluation.tables import SampleScore, build_tables, lesion_type_of, write_tables
 from monai_ils.inference.runner import load_inputs, read_predictions, run_inference
@@ -33,8 +34,33 @@ def _resize_nearest(mask: np.ndarray, shape) -> np.ndarray:
     return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((shape[1], shape[0]), Image.NEAREST)) > 127
 
 
-def score_samples(samples, requests, predictions_dir, empty_threshold: int = 0) -> tuple[list[SampleScore], list[dict]]:
-    """Score every sample against its prediction record; raises when predictions are missing."""
+PROTOCOLS = {"teacher_forced": "segment", "end_to_end": "generate"}
+PROTOCOL_TITLES = {"teacher_forced": "teacher-forced", "end_to_end": "end-to-end"}
+
+
+def mode_of(protocol: str) -> str:
+    """The inference mode that ``protocol`` ("teacher_forced" or "end_to_end") runs."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"Unknown evaluation protocol {protocol!r}; expected one of {list(PROTOCOLS)}.")
+    return PROTOCOLS[protocol]
+
+
+def protocol_of(mode: str | None) -> str:
+    """The evaluation protocol of an inference mode: "segment" is teacher-forced ([SEG] given, masks only),
+    "generate" is end-to-end (answer generated, masks from the generated [SEG]s, text accuracy)."""
+    for protocol, protocol_mode in PROTOCOLS.items():
+        if mode == protocol_mode:
+            return protocol
+    raise ValueError(f"Unknown inference mode {mode!r}; expected one of {list(PROTOCOLS.values())}.")
+
+
+def score_samples(samples, requests, predictions_dir, empty_threshold: int = 0):
+    """Score every sample against its prediction record with MONAI metric classes.
+
+    Returns ``(scores, records, metrics)``: per-sample :class:`SampleScore`, the prediction records in
+    sample order, and the filled ``{"segmentation": MaskOverlapMetric, "text": TextAccuracyMetric}``.
+    Raises when predictions are missing.
+    """
     predictions_dir = Path(predictions_dir)
     records = read_predictions(predictions_dir)
     missing = [r.id for r in requests if r.id not in records]
@@ -43,6 +69,7 @@ def score_samples(samples, requests, predictions_dir, empty_threshold: int = 0) 
             f"{predictions_dir}: {len(missing)} of {len(requests)} samples have no prediction (e.g. {missing[:3]}); "
             "rerun inference (it resumes) or check errors.jsonl."
         )
+    seg_metric, text_metric = MaskOverlapMetric(empty_threshold), TextAccuracyMetric()
     scores, used = [], []
     resized = 0
     for sample, request in zip(samples, requests):
@@ -52,22 +79,25 @@ def score_samples(samples, requests, predictions_dir, empty_threshold: int = 0) 
         if target.shape != pred.shape:  # evaluate at the ground truth's resolution
             pred = _resize_nearest(pred, target.shape)
             resized += 1
+        row = seg_metric([torch.from_numpy(np.ascontiguousarray(pred))[None]], [torch.from_numpy(np.ascontiguousarray(target))[None]], positive=sample.positive)[0]
         text = record.get("text")
+        if text is not None:
+            text_metric.append([text], [sample.answer], [sample.question_type])
         scores.append(
             SampleScore(
                 id=request.id,
                 lesion=lesion_type_of(sample),
                 question_type=sample.question_type or "unknown",
                 positive=sample.positive,
-                stats=mask_stats(pred, target),
-                text_correct=None if text is None else answers_match(text, sample.answer),
+                stats=MaskStats(*(int(v) for v in row[:4])),
+                text_correct=None if text is None else bool(text_metric.get_buffer()[-1, 0]),
                 extra={"instruction": sample.instruction, "answer": sample.answer, "predicted": text},
             )
         )
         used.append(record)
     if resized:
         logger.warning("%d predictions differ in size from their ground truth; resized (nearest) to it.", resized)
-    return scores, used
+    return scores, used, {"segmentation": seg_metric, "text": text_metric}
 
 
 def write_per_sample(scores, path) -> Path:
@@ -84,12 +114,14 @@ def write_per_sample(scores, path) -> Path:
     return path
 
 
-def summarise(scores, empty_threshold: int = 0) -> dict:
-    seg = segmentation_scores([s.stats for s in scores if s.positive], [s.stats for s in scores if not s.positive], empty_threshold)
-    texts = [s.text_correct for s in scores if s.text_correct is not None]
-    summary = {**seg, "n_samples": len(scores), "empty_threshold": empty_threshold}
-    summary["text_accuracy"] = float(np.mean(texts)) if texts else None
-    summary["n_text"] = len(texts)
+def summarise(metrics: dict, empty_threshold: int = 0) -> dict:
+    """Headline numbers from the filled metrics of :func:`score_samples` (NaN -> None for JSON)."""
+    seg = metrics["segmentation"].aggregate()
+    text_buffer = metrics["text"].get_buffer()
+    n_text = 0 if text_buffer is None else len(text_buffer)
+    summary = {**seg, "n_samples": seg["n_positive"] + seg["n_negative"], "empty_threshold": empty_threshold}
+    summary["text_accuracy"] = metrics["text"].aggregate()["overall"] if n_text else None
+    summary["n_text"] = n_text
     return {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in summary.items()}
 
 
@@ -118,7 +150,10 @@ def write_overlays(samples, scores, records, predictions_dir, output_dir, count:
 class EvaluationRunner:
     """Bundle entry point of ``evaluate.json``: (optionally) predict, then score and report.
 
-    Without a ``predictor``, existing predictions in ``predictions_dir`` are scored.
+    ``protocol`` is "teacher_forced" (mode "segment": [SEG] given, gIoU/cIoU over positives, N-Acc
+    over negatives) or "end_to_end" (mode "generate": answer generated, masks from the generated
+    [SEG]s, plus text accuracy); the tables and summary.json name it. Without a ``predictor``,
+    existing predictions in ``predictions_dir`` are scored (their mode gives the protocol).
     """
 
     def __init__(
@@ -130,6 +165,7 @@ class EvaluationRunner:
         splits="test",
         image_root=None,
         mode: str | None = None,
+        protocol: str | None = None,
         resume: bool = True,
         limit: int | None = None,
         empty_threshold: int = 0,
@@ -142,6 +178,10 @@ class EvaluationRunner:
         self.predictions_dir = Path(predictions_dir) if predictions_dir else self.output_dir / "predictions"
         self.dataset = dict(dataset_json=dataset_json, splits=splits, image_root=image_root, limit=limit)
         self.predictor = predictor
+        if protocol is not None:
+            if mode is not None and mode != mode_of(protocol):
+                raise ValueError(f"Protocol {protocol!r} runs mode {mode_of(protocol)!r}, not {mode!r}.")
+            mode = mode_of(protocol)
         self.mode = mode
         self.resume = resume
         self.empty_threshold = int(empty_threshold)
@@ -154,14 +194,20 @@ class EvaluationRunner:
         samples, requests = load_inputs(**self.dataset)
         if self.predictor is not None:
             run_inference(self.predictor, requests, self.predictions_dir, self.mode, self.resume, self.progress)
-        scores, records = score_samples(samples, requests, self.predictions_dir, self.empty_threshold)
+        scores, records, metrics = score_samples(samples, requests, self.predictions_dir, self.empty_threshold)
+        modes = {r.get("mode") for r in records}
+        if len(modes) > 1:
+            raise ValueError(f"{self.predictions_dir}: predictions of several modes {sorted(map(str, modes))}; score one protocol per folder.")
+        mode = modes.pop() if modes else (self.mode or getattr(self.predictor, "mode", None))
+        protocol = protocol_of(mode)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         write_per_sample(scores, self.output_dir / "per_sample.csv")
-        tables = build_tables(scores, self.empty_threshold)
+        tables = build_tables(scores, self.empty_threshold, protocol=PROTOCOL_TITLES[protocol])
         markdown = write_tables(tables, self.output_dir)
         overlays = write_overlays(samples, scores, records, self.predictions_dir, self.output_dir, self.num_overlays, self.overlays_per_figure, self.seed)
-        summary = summarise(scores, self.empty_threshold)
-        summary["mode"] = records[0].get("mode") if records else None
+        summary = summarise(metrics, self.empty_threshold)
+        summary["mode"] = mode
+        summary["protocol"] = protocol
         summary["tables"] = [t.name for t in tables]
         summary["overlays"] = [str(p.relative_to(self.output_dir)) for p in overlays]
         if self.predictor is not None:

@@ -150,11 +150,15 @@ def text_by_lesion_table(scores: Sequence[SampleScore]) -> Table:
     return Table("text_by_lesion", "Text accuracy (%) per lesion and question type", "Lesion", ["Overall", *(QUESTION_LABELS[q] for q in QUESTION_TYPES)], rows)
 
 
-def build_tables(scores: Sequence[SampleScore], empty_threshold: int = 0) -> list[Table]:
-    """Every table that the scores support (text tables only when answers were generated)."""
+def build_tables(scores: Sequence[SampleScore], empty_threshold: int = 0, protocol: str | None = None) -> list[Table]:
+    """Every table that the scores support (text tables only when answers were generated);
+    ``protocol`` ("teacher-forced", "end-to-end") is named in every title."""
     tables = [segmentation_table(scores, "lesion", empty_threshold), segmentation_table(scores, "question_type", empty_threshold)]
     if any(s.text_correct is not None for s in scores):
         tables += [text_by_outcome_table(scores), text_by_lesion_table(scores)]
+    if protocol:
+        for table in tables:
+            table.title = f"{table.title}, {protocol} protocol"
     return tables
 
 

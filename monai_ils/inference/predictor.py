@@ -16,6 +16,7 @@ several instructions of one image only pay for the language model and SAM's ligh
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 from monai_ils.inference.cache import EmbeddingCache, image_key
+from monai_ils.inference.transforms import ORIGINAL_SIZE_KEY, default_postprocessing, default_preprocessing
 from monai_ils.models import EncodedImages, RosaliaModel, RosaliaProcessor, load_rosalia
 from monai_ils.models.processing import to_rgb_uint8
 from monai_ils.vocab import SEG_TOKEN
@@ -87,6 +89,21 @@ def resolve_device(device) -> torch.device:
     return torch.device(device)
 
 
+def load_network(checkpoint, device="auto", dtype=None, load_kwargs: dict | None = None) -> tuple[RosaliaModel, RosaliaProcessor]:
+    """``(model, processor)`` of a local checkpoint folder: the bundles' ``network_def``.
+
+    ``dtype`` may be a string such as "bfloat16" (default: float32 on CPU, bfloat16 on CUDA).
+    """
+    folder = Path(checkpoint)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"RosaliaPredictor: checkpoint folder {folder} does not exist.")
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype)
+    if dtype is None and device.type == "cuda":
+        dtype = torch.bfloat16
+    return load_rosalia(folder, dtype=dtype, device=device, **(load_kwargs or {}))
+
+
 class RosaliaPredictor:
     """Answer instructions on chest X-rays with a ROSALIA model.
 
@@ -96,7 +113,12 @@ class RosaliaPredictor:
         batch_size: prompts per forward pass (instructions of one or several images).
         cache_size: images whose encoder outputs are kept (0 disables the cache).
         max_new_tokens: answer length limit in "generate" mode.
-        mask_threshold: foreground where the mask logit is above it (LISA: 0).
+        mask_threshold: foreground where the mask logit is above it (LISA: 0); used only to build the
+            default ``postprocessing``.
+        preprocessing: dictionary transform reading ``{"image": path}`` into a ``[1, H, W]`` uint8 image
+            (default: :func:`~monai_ils.inference.transforms.default_preprocessing`, the shared image path).
+        postprocessing: dictionary transform turning ``{"pred": [n_seg, H, W] logits, "original_size": (H, W)}``
+            into ``{"pred": [1, H, W] bool}`` (default: threshold, then resize to the original image).
         generation_kwargs: options of transformers' ``generate`` (``num_beams``, ``do_sample``,
             ``temperature``, ``repetition_penalty`` ...); default greedy.
     """
@@ -111,6 +133,8 @@ class RosaliaPredictor:
         max_new_tokens: int = 32,
         mask_threshold: float = 0.0,
         generation_kwargs: dict | None = None,
+        preprocessing=None,
+        postprocessing=None,
     ) -> None:
         self.model = model.eval()
         self.processor = processor
@@ -121,6 +145,8 @@ class RosaliaPredictor:
         self.cache = EmbeddingCache(cache_size)
         self.max_new_tokens = int(max_new_tokens)
         self.mask_threshold = float(mask_threshold)
+        self.preprocessing = preprocessing if preprocessing is not None else default_preprocessing()
+        self.postprocessing = postprocessing if postprocessing is not None else default_postprocessing(self.mask_threshold)
         self.generation_kwargs = dict(generation_kwargs or {})
         self.encoded_images = 0  # how many times the frozen encoders ran (one per image when cached)
 
@@ -132,14 +158,13 @@ class RosaliaPredictor:
         ``load_kwargs`` go to the loader (``vision_tower_path``, ``sam_checkpoint`` ...); ``dtype`` may be
         a string such as "bfloat16" (default: float32 on CPU, bfloat16 on CUDA).
         """
-        folder = Path(checkpoint)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"RosaliaPredictor: checkpoint folder {folder} does not exist.")
-        device = resolve_device(device)
-        dtype = resolve_dtype(dtype)
-        if dtype is None and device.type == "cuda":
-            dtype = torch.bfloat16
-        model, processor = load_rosalia(folder, dtype=dtype, device=device, **(load_kwargs or {}))
+        model, processor = load_network(checkpoint, device, dtype, load_kwargs)
+        return cls(model, processor, **predictor_kwargs)
+
+    @classmethod
+    def from_network(cls, network: tuple[RosaliaModel, RosaliaProcessor], **predictor_kwargs) -> RosaliaPredictor:
+        """A predictor around a bundle's ``network_def`` (the ``(model, processor)`` of :func:`load_network`)."""
+        model, processor = network
         return cls(model, processor, **predictor_kwargs)
 
     @staticmethod
@@ -167,8 +192,12 @@ class RosaliaPredictor:
         return encoded
 
     def model_inputs(self, image) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int], tuple[int, int]]:
-        """(SAM pixels, VLM pixels, SAM input size, original size) of one image, read through the shared
-        image path (`to_rgb_uint8`: LoadCXR + ScaleCXRIntensity for files), as training reads it."""
+        """(SAM pixels, VLM pixels, SAM input size, original size) of one image; files are read by
+        ``preprocessing`` (the shared image path: LoadCXRd + ScaleCXRIntensityd), as training reads them."""
+        if isinstance(image, (str, os.PathLike)):
+            if not Path(image).is_file():
+                raise FileNotFoundError(f"{image}: image file not found.")
+            image = np.asarray(self.preprocessing({"image": image})["image"])
         rgb = to_rgb_uint8(image)
         sam_pixels, input_size = self.processor.sam_image(rgb)
         return sam_pixels, self.processor.vlm_image(rgb), input_size, tuple(int(v) for v in rgb.shape[:2])
@@ -228,11 +257,9 @@ class RosaliaPredictor:
             texts = [self.processor.decode(r["output_ids"]) for r in results]
         predictions = []
         for item, mask_logits, text, size in zip(items, logits, texts, encoded.original_sizes):
-            mask_logits = mask_logits.float()
-            if mask_logits.shape[0]:
-                mask = (mask_logits > self.mask_threshold).any(0).cpu().numpy()
-            else:
-                mask = np.zeros(size, dtype=bool)
+            mask_logits = mask_logits.float().cpu()
+            mask = self.postprocessing({"pred": mask_logits, ORIGINAL_SIZE_KEY: tuple(size)})["pred"]
+            mask = np.asarray(torch.as_tensor(mask))[0].astype(bool)
             n_seg = int(mask_logits.shape[0])
             reason = None
             if n_seg == 0:
@@ -240,7 +267,7 @@ class RosaliaPredictor:
             elif not mask.any():
                 reason = NO_FOREGROUND
             predictions.append(
-                Prediction(item.instruction, mask, text, n_seg, mode, mask_logits.cpu() if return_logits else None, empty_reason=reason)
+                Prediction(item.instruction, mask, text, n_seg, mode, mask_logits if return_logits else None, empty_reason=reason)
             )
         return predictions
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from monai_ils.models.checkpoint import CheckpointError, _read_file, _tied_keys, export_merged, load_rosalia
-from monai_ils.models.lora import apply_lora
+from monai_ils.models.lora import LORA_DEFAULTS, apply_lora
 
 WRAPPER_PREFIXES = ("module.", "base_model.model.")
 
@@ -97,7 +97,7 @@ def convert_zero_checkpoint(path, base_model_dir, output_dir, lora: Mapping | No
     if lora is not None:
         if not weights.has_lora:
             raise CheckpointError(f"{weights.source}: LoRA settings were given but the checkpoint holds no lora_A/lora_B weights.")
-        apply_lora(model, **{"r": 128, "alpha": 256, "dropout": 0.05, **dict(lora)})
+        apply_lora(model, **{**LORA_DEFAULTS, **dict(lora)})
     elif weights.has_lora:
         raise CheckpointError(
             f"{weights.source}: LoRA weights found in {', '.join(weights.lora_files)}; pass lora= the run's settings (r, alpha) to merge them."

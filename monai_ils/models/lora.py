@@ -33,13 +33,17 @@ def _base_lm(model: RosaliaModel) -> nn.Module:
     return model.language_model.get_base_model() if is_lora(model) else model.language_model
 
 
+# LISA's LoRA settings, the one place they are written down (trainer, ZeRO converter and this function use them)
+LORA_DEFAULTS: dict = {"r": 128, "alpha": 256, "dropout": 0.05, "target_modules": None, "train_embeddings": True}
+
+
 def apply_lora(
     model: RosaliaModel,
-    r: int = 128,
-    alpha: int = 256,
-    dropout: float = 0.05,
-    target_modules: list[str] | None = None,
-    train_embeddings: bool = True,
+    r: int = LORA_DEFAULTS["r"],
+    alpha: int = LORA_DEFAULTS["alpha"],
+    dropout: float = LORA_DEFAULTS["dropout"],
+    target_modules: list[str] | None = LORA_DEFAULTS["target_modules"],
+    train_embeddings: bool = LORA_DEFAULTS["train_embeddings"],
 ) -> RosaliaModel:
     """Wrap ``model.language_model`` with PEFT LoRA (in place) and set what else trains.
 

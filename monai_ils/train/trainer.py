@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from monai_ils.models.checkpoint import export_merged, load_rosalia
-from monai_ils.models.lora import apply_lora, save_lora
+from monai_ils.models.lora import LORA_DEFAULTS, apply_lora, is_lora, save_lora
 from monai_ils.train.cache import FrozenEncoderCache
 from monai_ils.train.dataset import ILSTrainingDataset, collate_ils
 from monai_ils.train.losses import LossWeights, RosaliaLoss
@@ -34,26 +34,19 @@ from monai_ils.train.sampler import BalancedBatchSampler
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_DS_CONFIG: dict = {
-    "train_micro_batch_size_per_gpu": "auto",
-    "gradient_accumulation_steps": "auto",
-    "optimizer": {"type": "AdamW", "params": {"lr": "auto", "weight_decay": 0.0, "betas": [0.9, 0.95], "torch_adam": True}},
-    "scheduler": {
-        "type": "WarmupDecayLR",
-        "params": {"total_num_steps": "auto", "warmup_min_lr": 0, "warmup_max_lr": "auto", "warmup_num_steps": 100, "warmup_type": "linear"},
-    },
-    "bf16": {"enabled": "auto"},
-    "gradient_clipping": 1.0,
-    "zero_optimization": {
-        "stage": 2,
-        "contiguous_gradients": True,
-        "overlap_comm": True,
-        "reduce_scatter": True,
-        "reduce_bucket_size": 5e8,
-        "allgather_bucket_size": 5e8,
-    },
-    "steps_per_print": 1000000,
-}
+# The one DeepSpeed config (optimizer, scheduler, precision, ZeRO): the bundle's file. Runs from Python
+# without ``ds_config`` read it from the source tree; its "auto" entries are filled per run.
+BUNDLE_DS_CONFIG = Path(__file__).resolve().parents[2] / "bundles" / "rosalia" / "configs" / "ds_zero2.json"
+
+
+def default_ds_config() -> dict:
+    """The bundle's ``ds_zero2.json`` as a dict; a clear error where the package is installed without the bundle."""
+    if not BUNDLE_DS_CONFIG.is_file():
+        raise FileNotFoundError(
+            "No DeepSpeed config given and bundles/rosalia/configs/ds_zero2.json is not beside this package; "
+            "pass ds_config= (a dict or a JSON file, e.g. the rosalia bundle's configs/ds_zero2.json)."
+        )
+    return json.loads(BUNDLE_DS_CONFIG.read_text())
 
 
 def init_distributed(extensions_dir: str | None = None) -> tuple[int, int]:
@@ -107,16 +100,19 @@ def build_ds_config(
     micro_batch_size: int,
     grad_accum: int,
     total_steps: int,
-    lr: float,
+    lr: float | None = None,
     warmup_steps: int | None = None,
     bf16: bool | None = None,
 ) -> dict:
-    """Fill the ``"auto"`` entries of a DeepSpeed config (a dict or a JSON file; default: ZeRO-2 above).
+    """Fill the ``"auto"`` entries of a DeepSpeed config (a dict or a JSON file; default: the bundle's ZeRO-2 file).
 
-    bf16 defaults to on with CUDA and off on CPU (fp32).
+    The file is the one source of optimizer, scheduler, precision and ZeRO settings; the run fills the
+    values derived from the data (total steps) and the batch sizes. ``lr`` / ``warmup_steps``, when
+    given (Python callers), override the file's; the scheduler's ``warmup_max_lr: "auto"`` is the
+    optimizer's lr. bf16 "auto" is on with CUDA and off on CPU (fp32).
     """
     if base is None:
-        config = copy.deepcopy(DEFAULT_DS_CONFIG)
+        config = default_ds_config()
     elif isinstance(base, Mapping):
         config = copy.deepcopy(dict(base))
     else:
@@ -131,12 +127,17 @@ def build_ds_config(
     fill(config, "train_micro_batch_size_per_gpu", int(micro_batch_size))
     fill(config, "gradient_accumulation_steps", int(grad_accum))
     config.pop("train_batch_size", None) if config.get("train_batch_size") == "auto" else None
-    opt = config.setdefault("optimizer", copy.deepcopy(DEFAULT_DS_CONFIG["optimizer"])).setdefault("params", {})
-    fill(opt, "lr", float(lr))
+    if "optimizer" not in config:
+        raise ValueError("The DeepSpeed config has no 'optimizer' section; it is the one place the optimizer is set.")
+    opt = config["optimizer"].setdefault("params", {})
+    if lr is not None:
+        opt["lr"] = float(lr)
+    elif opt.get("lr", "auto") == "auto":
+        raise ValueError("The DeepSpeed config's optimizer lr is 'auto' and no lr was given.")
     sched = config.get("scheduler", {}).get("params")
     if sched is not None:
         fill(sched, "total_num_steps", max(int(total_steps), 1))
-        fill(sched, "warmup_max_lr", float(lr))
+        fill(sched, "warmup_max_lr", float(opt["lr"]))
         if warmup_steps is not None:
             sched["warmup_num_steps"] = int(warmup_steps)
     bf = config.setdefault("bf16", {"enabled": "auto"})
@@ -144,16 +145,39 @@ def build_ds_config(
     return config
 
 
+def build_network(model_dir, lora: Mapping | None = None, bf16: bool | None = None, gradient_checkpointing: bool = False,
+                  model_kwargs: Mapping | None = None, seed: int = 0):
+    """``(model, processor)`` ready to train, the bundle's ``network_def``: loaded from any layout of
+    ``load_rosalia`` (the [SEG] token in the tokenizer and embeddings), LoRA added through PEFT.
+
+    bf16 (default: on with CUDA) loads the weights in bfloat16 (a 7B model in fp32 is 28 GB).
+    ``seed`` seeds the LoRA initialisation.
+    """
+    _seed_everything(int(seed))
+    bf16 = bf16 if bf16 is not None else torch.cuda.is_available()
+    model, processor = load_rosalia(model_dir, **{"dtype": torch.bfloat16 if bf16 else None, **dict(model_kwargs or {})})
+    _prepare_for_training(model, {**LORA_DEFAULTS, **dict(lora or {})}, gradient_checkpointing)
+    return model, processor
+
+
+def _prepare_for_training(model, lora: Mapping, gradient_checkpointing: bool) -> None:
+    if gradient_checkpointing:  # LISA trains the 7B model this way: recompute LM activations in backward
+        model.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    apply_lora(model, **lora)
+
+
 class RosaliaTrainer:
     """Everything a training run needs, set from a bundle config or code; :meth:`run` trains.
 
     Args:
-        model_dir: a model folder in any supported layout (or pass ``model`` and ``processor``).
+        model_dir: a model folder in any supported layout (or pass ``model`` and ``processor``, or
+            ``network``: the ``(model, processor)`` of :func:`build_network`, LoRA already added).
         train_json: MIMIC-ILS JSON (ours or the official release); ``splits`` select its parts.
         output_dir: checkpoints (``checkpoints/``), adapters (``lora/``), the merged model (``merged/``), ``history.json``.
         epochs / max_steps: stop after whichever comes first (``max_steps`` counts optimizer steps).
         loss_weights: ``{"ce": 0.5, "bce": 5.0, "dice": 1.0}``; a resumed run takes the checkpoint's.
-        lora: ``{"r": 128, "alpha": 256, "dropout": 0.05, "target_modules": None, "train_embeddings": True}``.
+        loss: a :class:`~monai_ils.train.losses.RosaliaLoss` (the bundle's ``loss``), instead of ``loss_weights``.
+        lora: options of :func:`~monai_ils.models.lora.apply_lora` over ``LORA_DEFAULTS`` (r 128, alpha 256, dropout 0.05).
         use_cache: precompute SAM/vision-tower outputs into ``cache_dir`` and train from them.
         gradient_checkpointing: recompute the language model's activations in backward (less memory).
         skip_bad_samples: leave out samples that cannot be read, listing them in ``bad_samples.jsonl``
@@ -176,7 +200,7 @@ class RosaliaTrainer:
         max_steps: int | None = None,
         micro_batch_size: int = 2,
         grad_accum: int = 1,
-        lr: float = 3e-4,
+        lr: float | None = None,
         warmup_steps: int | None = None,
         loss_weights: Mapping | None = None,
         lora: Mapping | None = None,
@@ -195,14 +219,22 @@ class RosaliaTrainer:
         skip_bad_samples: bool = True,
         model_kwargs: Mapping | None = None,
         progress: bool = True,
+        network: tuple | None = None,
+        loss: RosaliaLoss | None = None,
     ):
+        if network is not None:
+            if model is not None or processor is not None:
+                raise ValueError("RosaliaTrainer: pass network or model + processor, not both.")
+            model, processor = network
+        if loss is not None and loss_weights:
+            raise ValueError("RosaliaTrainer: pass loss or loss_weights, not both.")
         self.train_json, self.output_dir = train_json, Path(output_dir)
         self.model_dir, self.model, self.processor, self.samples = model_dir, model, processor, samples
         self.splits, self.image_root, self.ds_config = splits, image_root, ds_config
         self.epochs, self.max_steps = int(epochs), (int(max_steps) if max_steps else None)
-        self.micro_batch_size, self.grad_accum, self.lr, self.warmup_steps = int(micro_batch_size), int(grad_accum), float(lr), warmup_steps
-        self.loss = RosaliaLoss(**dict(loss_weights or {}))
-        self.lora = {"r": 128, "alpha": 256, "dropout": 0.05, "target_modules": None, "train_embeddings": True, **dict(lora or {})}
+        self.micro_batch_size, self.grad_accum, self.lr, self.warmup_steps = int(micro_batch_size), int(grad_accum), lr, warmup_steps
+        self.loss = loss if loss is not None else RosaliaLoss(**dict(loss_weights or {}))
+        self.lora = {**LORA_DEFAULTS, **dict(lora or {})}
         self.equalize_prob, self.seed = float(equalize_prob), int(seed)
         self.use_cache, self.cache_dir = bool(use_cache), cache_dir
         self.save_every, self.log_every, self.num_workers = int(save_every), int(log_every), int(num_workers)
@@ -227,15 +259,12 @@ class RosaliaTrainer:
         _seed_everything(self.seed)
         if self.model is None:
             if self.model_dir is None:
-                raise ValueError("RosaliaTrainer needs model_dir or model + processor.")
-            bf16 = self.bf16 if self.bf16 is not None else torch.cuda.is_available()
-            kwargs = {"dtype": torch.bfloat16 if bf16 else None, **self.model_kwargs}  # a 7B model in fp32 is 28 GB
-            self.model, self.processor = load_rosalia(self.model_dir, **kwargs)
+                raise ValueError("RosaliaTrainer needs model_dir, network or model + processor.")
+            self.model, self.processor = build_network(self.model_dir, self.lora, self.bf16, self.gradient_checkpointing, self.model_kwargs, self.seed)
+        elif not is_lora(self.model):  # a plain model passed in: add LoRA as build_network does
+            _prepare_for_training(self.model, self.lora, self.gradient_checkpointing)
         if self.processor is None:
             raise ValueError("RosaliaTrainer: pass the processor together with the model.")
-        if self.gradient_checkpointing:  # LISA trains the 7B model this way: recompute LM activations in backward
-            self.model.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        apply_lora(self.model, **self.lora)
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
         if device.type == "cuda":
             torch.cuda.set_device(device)

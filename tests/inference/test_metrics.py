@@ -67,7 +67,7 @@ def test_monai_metric_batch_and_list_inputs():
     y_pred = torch.from_numpy(np.stack([PRED, np.zeros((4, 4), bool)]))[:, None].float()
     y = torch.from_numpy(np.stack([TARGET, np.zeros((4, 4), bool)]))[:, None].float()
     per_sample = metric(y_pred, y)
-    assert per_sample.tolist() == [[3, 7, 4, 6], [0, 0, 0, 0]]
+    assert per_sample.tolist() == [[3, 7, 4, 6, 1], [0, 0, 0, 0, 0]]  # last column: positive (target not empty)
     # a list of channel-first masks of another size (images differ in size)
     metric([torch.ones(1, 2, 1)], [torch.ones(1, 2, 1)])
     r = metric.aggregate()
@@ -98,3 +98,16 @@ def test_text_accuracy_metric_by_question_type():
 
 def test_maskstats_iou_property():
     assert MaskStats(0, 5, 0, 5).iou() == 0.0
+
+
+def test_positive_flag_counts_a_malformed_positive_as_positive():
+    """A positive whose target is empty stays a positive (IoU 1 when nothing is predicted), as the runner needs."""
+    metric = MaskOverlapMetric()
+    metric([torch.from_numpy(PRED)[None]], [torch.from_numpy(TARGET)[None]], positive=True)  # IoU 3/7
+    metric([torch.zeros(1, 4, 4)], [torch.zeros(1, 4, 4)], positive=True)  # nothing to find, nothing found
+    metric([torch.from_numpy(PRED)[None]], [torch.zeros(1, 4, 4)], positive=False)  # a negative with 4 pixels
+    r = metric.aggregate()
+    assert r["n_positive"] == 2 and r["n_negative"] == 1 and r["empty_target_positives"] == 1
+    assert r["giou"] == pytest.approx((3 / 7 + 1.0) / 2)
+    assert r["ciou"] == pytest.approx(3 / 7)
+    assert r["nacc"] == 0.0

@@ -17,7 +17,16 @@ def test_bundle_files_are_complete():
     parser = ConfigParser()
     parser.read_config(BUNDLE / "configs" / "train.json")
     assert parser["loss_weights"] == {"ce": 0.5, "bce": 5.0, "dice": 1.0}
-    assert parser["lora"]["r"] == 128 and parser["lora"]["alpha"] == 256 and parser["warmup_steps"] == 100
+    assert parser["lora"]["r"] == 128 and parser["lora"]["alpha"] == 256
+    # optimizer, scheduler, precision and ZeRO live only in the DeepSpeed file
+    assert not {"lr", "warmup_steps"} & set(parser.get("trainer"))
+    assert parser["trainer"]["network"] == "@network_def" and parser["trainer"]["loss"] == "@loss"
+    assert parser["network_def"]["_target_"].endswith("build_network") and parser["loss"]["ce"] == "@loss_weights#ce"
+    parser.update({"loss_weights": {"ce": 1.0, "bce": 2.0, "dice": 3.0}})
+    assert parser.get_parsed_content("loss").weights.to_dict() == {"ce": 1.0, "bce": 2.0, "dice": 3.0}
+    ds = json.loads((BUNDLE / "configs" / "ds_zero2.json").read_text())
+    assert ds["optimizer"]["params"]["lr"] == 3e-4 and ds["scheduler"]["params"]["warmup_num_steps"] == 100
+    assert ds["zero_optimization"]["stage"] == 2
 
 
 def test_bundle_trains_tiny_model_from_the_cache(tiny, tiny_data, tmp_path, monkeypatch):
@@ -30,6 +39,9 @@ def test_bundle_trains_tiny_model_from_the_cache(tiny, tiny_data, tmp_path, monk
     shutil.copytree(tiny_data.parent, tmp_path / "data")
     (tmp_path / "data" / "images" / "img1.png").write_bytes(b"broken")
     monkeypatch.chdir(BUNDLE.parents[1])  # the repository root, as in the docs
+    ds = json.loads((BUNDLE / "configs" / "ds_zero2.json").read_text())
+    ds["scheduler"]["params"]["warmup_num_steps"] = 1  # a run changes the DeepSpeed file, the one place it is set
+    (tmp_path / "ds.json").write_text(json.dumps(ds))
     run(
         config_file=str(BUNDLE / "configs" / "train.json"),
         logging_file=str(BUNDLE / "configs" / "logging.conf"),
@@ -37,7 +49,7 @@ def test_bundle_trains_tiny_model_from_the_cache(tiny, tiny_data, tmp_path, monk
         dataset_json=str(tmp_path / "data" / "dataset.json"),
         output_dir=str(tmp_path / "out"),
         max_steps=2,
-        warmup_steps=1,
+        ds_config=str(tmp_path / "ds.json"),
         lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": None, "train_embeddings": True},
         num_workers=0,
         use_cache=True,

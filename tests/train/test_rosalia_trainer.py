@@ -90,7 +90,16 @@ def test_ds_config_fills_auto_values(tmp_path):
     assert config["gradient_clipping"] == 1.0
     zero = config["zero_optimization"]
     assert zero["stage"] == 2 and zero["overlap_comm"] and zero["contiguous_gradients"]
-    assert base["optimizer"]["params"]["lr"] == "auto"  # the file itself is untouched
+    assert base["optimizer"]["params"]["lr"] == 3e-4  # the file itself is untouched
+    # without a Python override the file is the one source of lr and warmup
+    config = build_ds_config("bundles/rosalia/configs/ds_zero2.json", micro_batch_size=3, grad_accum=4, total_steps=50)
+    assert config["optimizer"]["params"]["lr"] == 3e-4 and config["scheduler"]["params"]["warmup_max_lr"] == 3e-4
+    assert config["scheduler"]["params"]["warmup_num_steps"] == 100
+    assert build_ds_config(None, 1, 1, 5) == build_ds_config("bundles/rosalia/configs/ds_zero2.json", 1, 1, 5)
+    with pytest.raises(ValueError, match="lr is 'auto'"):
+        build_ds_config({**base, "optimizer": {"type": "AdamW", "params": {"lr": "auto"}}}, 1, 1, 5)
+    with pytest.raises(ValueError, match="no 'optimizer' section"):
+        build_ds_config({k: v for k, v in base.items() if k != "optimizer"}, 1, 1, 5)
 
 
 @pytest.mark.parametrize("form", ["checkpoint_folder", "single_file", "shards", "safetensors_shards"])

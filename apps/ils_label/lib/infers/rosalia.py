@@ -1,11 +1,18 @@
 """``rosalia``: an instruction in (OHIF's options text field or the ``instruction`` param), a mask and the
-model's text answer out."""
+model's text answer out.
+
+The model, its pre-processing and its post-processing come from the bundle's ``inference.json``
+(``network_def``, ``preprocessing``, ``postprocessing``, ``predictor``), parsed with
+``monai.bundle.ConfigParser`` as MONAI Label's own bundle tasks do; app conf keys only override bundle
+values (weights folder, device, dtype, mode, ...), so what the bundle defines is what the server runs.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from lib.configs.common import ImageLimits
 from lib.errors import BadRequest, ModelUnavailable
@@ -21,11 +28,45 @@ CONFIGURE = (
 )
 
 
-class RosaliaInfer(CXRInferTask):
-    """ROSALIA through :class:`monai_ils.inference.RosaliaPredictor`, loaded once, on first use."""
+# apps/ils_label/lib/infers/rosalia.py -> the repository's bundles/rosalia/configs/inference.json
+BUNDLE_CONFIG = Path(__file__).resolve().parents[4] / "bundles" / "rosalia" / "configs" / "inference.json"
+# what the server sets whatever the bundle says: one request at a time, a few images cached
+SERVING_OVERRIDES = {"batch_size": 1, "cache_size": 8}
 
-    def __init__(self, path: str | None, limits: ImageLimits, device: str = "auto", dtype: str | None = None,
-                 mode: str = "generate", max_new_tokens: int = 32, load_kwargs: dict | None = None):
+
+def read_bundle(config_file, overrides: dict[str, Any]):
+    """``ConfigParser`` of ``config_file`` with ``overrides`` (bundle ids -> values) applied."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(config_file))
+    for key in ("network_def", "preprocessing", "postprocessing", "predictor"):
+        if key not in parser:
+            raise ValueError(f"Bundle config {Path(config_file).name} has no '{key}' section.")
+    parser.update(overrides)
+    return parser
+
+
+class RosaliaInfer(CXRInferTask):
+    """ROSALIA built from the bundle's ``inference.json``, loaded once, on first use.
+
+    ``overrides`` are bundle ids and values (``{"device": "cpu", "mask_threshold": 0.5}``) set over the
+    bundle's; ``path`` overrides ``checkpoint_dir``. The app turns on the frontal-view flag of the
+    bundle's ``LoadCXRd`` so that non-frontal views are reported.
+    """
+
+    def __init__(self, path: str | None, limits: ImageLimits, overrides: dict[str, Any] | None = None,
+                 bundle_config: str | Path | None = None):
+        self.bundle_config = Path(bundle_config) if bundle_config else BUNDLE_CONFIG
+        overrides = {**SERVING_OVERRIDES, **(overrides or {}), "preprocessing#transforms#0#frontal_check": "flag"}
+        if path:
+            overrides["checkpoint_dir"] = str(path)
+        self._parser, reason = None, None
+        try:
+            self._parser = read_bundle(self.bundle_config, overrides)
+        except Exception as err:  # a broken bundle file: the task is listed as unavailable, with the cause
+            reason = f"The 'rosalia' bundle config {self.bundle_config.name} cannot be read: {type(err).__name__}: {err}"
+        mode = self._parser.get("mode", "generate") if self._parser else "generate"
         super().__init__(
             labels={"lesion": 1},
             description="Instruction-guided lesion segmentation of chest X-rays (ROSALIA): type an instruction, "
@@ -34,11 +75,10 @@ class RosaliaInfer(CXRInferTask):
             limits=limits,
             path=path,
         )
-        self.device, self.dtype, self.mode = device, dtype, mode
-        self.max_new_tokens = max_new_tokens
-        self.load_kwargs = dict(load_kwargs or {})
+        self.mode = mode
         self._predictor = None
-        self._reason = self._check_path(path)
+        self._preprocessing = None
+        self._reason = reason or self._check_path(path)
 
     @staticmethod
     def _check_path(path: str | None) -> str | None:
@@ -69,13 +109,8 @@ class RosaliaInfer(CXRInferTask):
             raise ModelUnavailable(self._reason)
         with self._lock:
             if self._predictor is None:
-                from monai_ils.inference import RosaliaPredictor
-
                 try:
-                    self._predictor = RosaliaPredictor.from_pretrained(
-                        self.path[-1], device=self.device, dtype=self.dtype, load_kwargs=self.load_kwargs,
-                        mode=self.mode, max_new_tokens=self.max_new_tokens, batch_size=1, cache_size=8,
-                    )
+                    self._predictor = self._parser.get_parsed_content("predictor")
                 except Exception as err:
                     logger.exception("Loading ROSALIA from %s failed", self.path[-1])
                     raise ModelUnavailable(f"Loading the 'rosalia' weights from {self.path[-1]!r} failed: {type(err).__name__}: {err}") from err
@@ -85,14 +120,20 @@ class RosaliaInfer(CXRInferTask):
     def warm_up(self) -> None:
         self.predictor()
 
-    def pre_transforms(self, data=None) -> Sequence[Callable]:
-        from monai_ils.transforms import LoadCXRd, ScaleCXRIntensityd
+    def preprocessing(self):
+        """The bundle's ``preprocessing`` (LoadCXRd + ScaleCXRIntensityd: the image path training reads)."""
+        if self._parser is None:
+            raise ModelUnavailable(self._reason)
+        with self._lock:
+            if self._preprocessing is None:
+                self._preprocessing = self._parser.get_parsed_content("preprocessing")
+            return self._preprocessing
 
+    def pre_transforms(self, data=None) -> Sequence[Callable]:
         return [
             RequireTextd("instruction", max_length=1000, hint=f"Type an instruction, e.g. '{EXAMPLE}'"),
             *self.input_transforms(),
-            LoadCXRd("image", frontal_check="flag"),
-            ScaleCXRIntensityd("image"),  # the model's image path (what training reads): LoadCXR + this scaling
+            self.preprocessing(),
         ]
 
     def run_inferer(self, data, convert_to_batch=True, device="cuda"):
@@ -101,7 +142,7 @@ class RosaliaInfer(CXRInferTask):
             raise BadRequest(f"mode {mode!r} is not supported; use 'generate' (answer text and mask) or 'segment' (mask only).")
         predictor = self.predictor()
         image = data["image"]
-        with self._lock:
+        with self._lock:  # the image is preprocessed already; the predictor applies the bundle's postprocessing
             prediction = predictor.predict(image[0].numpy(), data["instruction"], mode=mode)
         meta = image.meta
         result = {
