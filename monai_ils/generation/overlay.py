@@ -20,28 +20,50 @@ def to_display(image) -> np.ndarray:
     return (np.clip((array - low) / (high - low), 0, 1) * 255).astype(np.uint8)
 
 
+class OverlayCanvas:
+    """One study's display image, computed once, on which every mask of the study is drawn.
+
+    The percentile scaling of the full-resolution image (the costly part) and the shrink to the overlay's
+    size (longer side ``max_size``) happen once per study, not once per mask. ``full`` is the full-size
+    8-bit display image (what ``export_images`` writes).
+    """
+
+    def __init__(self, image, max_size: int | None = 1024):
+        self.full = to_display(image)
+        self.shape = self.full.shape
+        self.grey = self.full
+        self.size = None  # (width, height) of the overlays when they are shrunk
+        if max_size and max(self.shape) > max_size:
+            from PIL import Image
+
+            scale = max_size / max(self.shape)
+            self.size = (max(1, round(self.shape[1] * scale)), max(1, round(self.shape[0] * scale)))
+            self.grey = np.asarray(Image.fromarray(self.full).resize(self.size, Image.BILINEAR))
+
+    def draw(self, mask, colour=OVERLAY_COLOUR, alpha: float = 0.4) -> np.ndarray:
+        """RGB uint8: the grey image with ``mask`` blended in ``colour`` and its outline opaque."""
+        mask = np.squeeze(np.asarray(mask)) > 0
+        if mask.shape != self.shape:
+            raise ValueError(f"overlay_mask: mask shape {mask.shape} differs from image shape {self.shape}.")
+        if self.size is not None:
+            from PIL import Image
+
+            mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(self.size, Image.NEAREST)) > 0
+        rgb = np.repeat(self.grey[..., None], 3, axis=-1).astype(np.float32)
+        colour = np.asarray(colour, dtype=np.float32)
+        rgb[mask] = rgb[mask] * (1 - alpha) + colour * alpha
+        edge = mask & ~_erode(mask)
+        rgb[edge] = colour
+        return rgb.astype(np.uint8)
+
+
 def overlay_mask(image, mask, colour=OVERLAY_COLOUR, alpha: float = 0.4, max_size: int | None = 1024) -> np.ndarray:
     """RGB uint8 [H, W, 3]: the image in grey with the mask blended in ``colour`` and its outline opaque.
 
-    ``max_size`` shrinks the longer side (nearest neighbour for the mask) to keep the PNGs small.
+    ``max_size`` shrinks the longer side (nearest neighbour for the mask) to keep the PNGs small. For several
+    masks on one image, draw them on one :class:`OverlayCanvas` instead.
     """
-    grey = to_display(image)
-    mask = np.squeeze(np.asarray(mask)) > 0
-    if mask.shape != grey.shape:
-        raise ValueError(f"overlay_mask: mask shape {mask.shape} differs from image shape {grey.shape}.")
-    if max_size and max(grey.shape) > max_size:
-        from PIL import Image
-
-        scale = max_size / max(grey.shape)
-        size = (max(1, round(grey.shape[1] * scale)), max(1, round(grey.shape[0] * scale)))
-        grey = np.asarray(Image.fromarray(grey).resize(size, Image.BILINEAR))
-        mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 0
-    rgb = np.repeat(grey[..., None], 3, axis=-1).astype(np.float32)
-    colour = np.asarray(colour, dtype=np.float32)
-    rgb[mask] = rgb[mask] * (1 - alpha) + colour * alpha
-    edge = mask & ~_erode(mask)
-    rgb[edge] = colour
-    return rgb.astype(np.uint8)
+    return OverlayCanvas(image, max_size).draw(mask, colour, alpha)
 
 
 def _erode(mask: np.ndarray) -> np.ndarray:
