@@ -41,5 +41,8 @@ def test_canvas_draws_what_overlay_mask_draws_and_exports_the_full_display():
     canvas = OverlayCanvas(image, max_size=600)
     for mask in masks:
         assert np.array_equal(canvas.draw(mask), overlay_mask(image, mask, max_size=600))
-    assert canvas.draw(masks[0]).shape == (600, 480, 3)
+    drawn = canvas.draw(masks[0])
+    assert drawn.shape == (600, 480, 3)
+    assert tuple(drawn[40, 80]) == OVERLAY_COLOUR  # the outline of mask 0 (rows 100:500 -> 40:200 at 0.4)
+    assert (drawn[300, :, 0] == drawn[300, :, 1]).all()  # below the mask: grey
     assert np.array_equal(canvas.full, to_display(image))
