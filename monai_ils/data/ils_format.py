@@ -397,20 +397,6 @@ def _study_entry(samples: Iterable[ILSSample], root: Path | None) -> tuple[str, 
     return None if entry is None else (key, entry)
 
 
-def group_samples(samples: Iterable[ILSSample], root: PathLike | None = None) -> dict:
-    """Nest samples into the JSON layout (split -> study -> positive/negative pairs)."""
-    root = Path(root) if root is not None else None
-    content: dict = {}
-    for sample in samples:
-        study = content.setdefault(sample.split, {}).setdefault(
-            sample.study_key,
-            {"image_path": _relative(sample.image_path, root), "instruction_answer_pairs": {"positive_pairs": [], "negative_pairs": []}},
-        )
-        group = "positive_pairs" if sample.positive else "negative_pairs"
-        study["instruction_answer_pairs"][group].append(sample.to_pair(root))
-    return content
-
-
 def write_ils_json_stream(path: PathLike, splits: Iterable[tuple[str, Iterable[Iterable[ILSSample]]]]) -> Path:
     """Write the JSON layout from ``(split, studies)`` where each study is an iterable of its samples.
 

@@ -157,7 +157,3 @@ def _write(path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
 
-
-def dataset_statistics(samples: Iterable[ILSSample]) -> DatasetStatistics:
-    """Statistics of any iterable of samples (e.g. ``read_ils_json(path)`` or ``iter_ils_jsonl(path)``)."""
-    return DatasetStatistics.from_samples(samples)

@@ -13,6 +13,10 @@ for instance); it must stop its workers when the generator it returned is closed
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
+import sys
+import threading
 import pickle
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -73,7 +77,7 @@ class ProcessPoolStudyExecutor:
 
     def _map(self, task: Task, items: Iterable[StudyItem]) -> Iterator[tuple[StudyItem, dict | None]]:
         pool = ProcessPoolExecutor(self.num_workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_start_worker, initargs=(task,))
+                                   initializer=_start_worker, initargs=(task, os.getpid()))
         in_flight: deque = deque()  # (item, future or None), oldest first
         awaited = None  # the entry whose line is being waited for
         item = None
@@ -115,15 +119,43 @@ def executor_for(num_workers: int) -> OrderedExecutor:
 _WORKER_TASK: Task | None = None
 
 
-def _start_worker(task: Task) -> None:
-    """Worker initialiser: keep this process's copy of the task; one thread, as the processes share the cores."""
+def _start_worker(task: Task, parent: int | None = None) -> None:
+    """Worker initialiser: exit with the parent, keep this process's copy of the task, one thread (the
+    processes share the cores)."""
     global _WORKER_TASK
+    exit_with_parent(parent)
     _WORKER_TASK = task
     import cv2
     import torch
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
+
+
+def exit_with_parent(parent: int | None) -> None:
+    """Make this worker die when the process that started it dies (SIGKILL included), so no worker holding a
+    study's images lives on after the run. Linux: the kernel sends SIGTERM (prctl PR_SET_PDEATHSIG); elsewhere
+    a daemon thread polls the parent's PID once a second."""
+    if parent is None:
+        return
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0:
+            if os.getppid() != parent:  # the parent died before prctl took effect
+                os._exit(1)
+            return
+
+    def watch():
+        import time
+
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _run_in_worker(record: StudyRecord) -> dict:

@@ -35,6 +35,44 @@ LOBE_ZONE_APPROXIMATION: Mapping[str, tuple[str, ...]] = {
 lingula, over the mid zone too), the right middle lobe over the mid zone and the lower lobes over the bases."""
 
 
+DEFAULT_MAX_PIXELS = 6000 * 6000
+"""Above every chest X-ray detector in use (about 4300 x 4300); a larger image is a mistake or a bomb."""
+
+
+def header_shape(path) -> tuple[int, int]:
+    """(rows, columns) from the file's header, without decoding the pixels (DICOM, or any PIL image)."""
+    from pathlib import Path
+
+    path = Path(path)
+    with path.open("rb") as stream:
+        stream.seek(128)
+        is_dicom = stream.read(4) == b"DICM"
+    if is_dicom or path.suffix.lower() in (".dcm", ".dicom"):
+        import pydicom
+
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+        return int(ds.Rows), int(ds.Columns)
+    from PIL import Image
+
+    with Image.open(path) as image:  # reads the header only
+        return image.size[1], image.size[0]
+
+
+def check_pixel_limit(path, max_pixels: int) -> None:
+    """Raise before decoding an image larger than ``max_pixels`` (a study of 8000 x 8000 needs GBs per process)."""
+    from pathlib import Path
+
+    try:
+        rows, cols = header_shape(path)
+    except Exception:  # noqa: BLE001 - an unreadable header is LoadCXR's to report, naming the file and the cause
+        return
+    if rows * cols > max_pixels:
+        raise ValueError(
+            f"image {Path(path).name} is {cols} x {rows} = {rows * cols} pixels, above the limit of {max_pixels} "
+            f"(the pipeline's max_pixels; raise it in generation.json to accept larger images)."
+        )
+
+
 def _stage(stage: str, call: Callable, *args, **kwargs):
     try:
         return call(*args, **kwargs)
@@ -78,6 +116,8 @@ class GroundingPipeline:
         cross_check_anatomy: a second anatomy backend for the Appendix D.2 cross-check (None: not checked),
             with ``cross_check_tolerance`` (fraction of the image size).
         keep_image: put the image on the StudyGrounding so the processor can draw overlays.
+        max_pixels: refuse (an error record of stage ``load``) an image with more pixels than this, read from
+            its header before it is decoded; None: no limit. The default is the MONAI Label app's.
     """
 
     def __init__(
@@ -94,6 +134,7 @@ class GroundingPipeline:
         cross_check_anatomy=None,
         cross_check_tolerance: float = 0.05,
         keep_image: bool = True,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ):
         from monai.transforms import Compose
 
@@ -122,6 +163,7 @@ class GroundingPipeline:
         self.thresholds = self._thresholds(thresholds)
         self.max_size = None if max_size is None else int(max_size)
         self.keep_image = bool(keep_image)
+        self.max_pixels = None if max_pixels is None else int(max_pixels)
         self.verify = VerifyLocations()
         self.cross_check = None
         if cross_check_anatomy is not None:
@@ -160,6 +202,8 @@ class GroundingPipeline:
         return report
 
     def load(self, record: StudyRecord):
+        if self.max_pixels is not None:
+            _stage("load", check_pixel_limit, record.image_path, self.max_pixels)
         image = _stage("load", self.loader, record.image_path, record.view_position, record.study_id, record.dicom_id)
         if image.meta.get("is_frontal") is False:
             raise SkipStudy(f"quality control: view position {image.meta.get('view_position')!r} is not frontal")

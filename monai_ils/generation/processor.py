@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from monai_ils.data.mimic_cxr import StudyRecord
 from monai_ils.generation.findings import StudyGrounding
-from monai_ils.generation.overlay import overlay_mask, to_display
+from monai_ils.generation.overlay import OverlayCanvas
 from monai_ils.generation.pairs import PairGenerator
 from monai_ils.generation.qc import StudyQC
 from monai_ils.generation.results import SkipStudy, StageError, StudyResult
@@ -65,9 +65,12 @@ class PairsProcessor:
         except Exception as err:
             raise StageError("pairs", f"{type(err).__name__}: {err}") from err
         overlays = {}
-        if self.overlays and grounding.image is not None:
+        canvas = None  # the display image, computed once per study for every overlay and the exported copy
+        if grounding.image is not None and ((self.overlays and pairs.masks) or self.export_images):
+            canvas = OverlayCanvas(grounding.image)
+        if self.overlays and canvas is not None:
             for name, mask in pairs.masks.items():
-                overlays[name] = overlay_mask(grounding.image, mask)
+                overlays[name] = canvas.draw(mask)
         info = {
             "findings": len(grounding.findings),
             "grounded": sum(1 for f in grounding.findings if f.is_grounded),
@@ -82,5 +85,5 @@ class PairsProcessor:
         if self.export_images:
             if grounding.image is None:
                 raise StageError("pairs", "export_images needs the grounding to carry the image (keep_image=True).")
-            image = to_display(grounding.image)
+            image = canvas.full
         return StudyResult(samples=pairs.samples, masks=pairs.masks, overlays=overlays, info=info, image=image)

@@ -14,13 +14,6 @@ import numpy as np
 from monai_ils.vocab import CARDIOMEGALY_NEGATIVE_MAX_CTR, FRONTAL_VIEWS
 
 
-def is_frontal_view(view_position) -> bool:
-    """True for the DICOM ViewPosition values PA and AP (case and blanks ignored); False for LATERAL, LL, '' ..."""
-    if view_position is None:
-        return False
-    return str(view_position).strip().upper() in FRONTAL_VIEWS
-
-
 def cardiothoracic_ratio(heart_mask, right_lung_mask, left_lung_mask) -> float | None:
     """Maximal horizontal heart width over maximal thoracic width (outer lung edges); None when a mask is empty.
 
@@ -82,13 +75,3 @@ class StudyQC:
         if str(view_position).strip().upper() not in self.frontal_views:
             return QCVerdict(False, [f"view position {view_position!r} is not frontal ({'/'.join(self.frontal_views)})"])
         return QCVerdict(True)
-
-    def __call__(self, view_position=None, anatomy_consistent: bool | None = True, ctr: float | None = None) -> QCVerdict:
-        """The full verdict: view (D.1), anatomy cross-check flag (D.2, None = not checked), CTR (D.3)."""
-        verdict = self.check_view(view_position)
-        reasons = list(verdict.reasons)
-        if anatomy_consistent is False:
-            reasons.append("anatomy models disagree (lung outer edges or heart lower edge)")
-        if ctr is not None and not np.isfinite(ctr):
-            ctr = None
-        return QCVerdict(not reasons, reasons, ctr if ctr is None else float(ctr))

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from monai_ils.data.ils_format import ILSSample, sample_from_record
 from monai_ils.data.mimic_cxr import StudyRecord
 from monai_ils.generation.executors import OrderedExecutor, StudyItem, executor_for
+from monai_ils.generation.lock import FolderLock, OutputLockedError  # noqa: F401 - OutputLockedError is part of run()'s contract
 from monai_ils.generation.merge import merge_shards, write_summary
 from monai_ils.generation.results import Processor
 from monai_ils.generation.store import ShardStore
@@ -126,7 +127,14 @@ class GenerationRunner:
     # the run
     # ------------------------------------------------------------------------------------------
     def run(self, records: Iterable[StudyRecord], merge: bool = True) -> RunSummary:
-        """Process every study not yet done, then (``merge``) write dataset.json, pairs.jsonl and statistics."""
+        """Process every study not yet done, then (``merge``) write dataset.json, pairs.jsonl and statistics.
+
+        The output folder is locked for the whole run: a second run into it raises :class:`OutputLockedError`
+        naming the process that holds it."""
+        with FolderLock(self.output_dir):
+            return self._run(records, merge)
+
+    def _run(self, records: Iterable[StudyRecord], merge: bool) -> RunSummary:
         store = self.store
         if self.overwrite:
             old = store.read_manifest() if store.manifest_path.exists() else None

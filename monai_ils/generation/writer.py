@@ -76,7 +76,7 @@ class StudyWriter:
             save_mask_png(mask, self.mask_dir / relative)
         if self.write_overlays:
             for relative, rgb in result.overlays.items():
-                save_rgb(rgb, self.overlay_dir / relative)
+                save_rgb(rgb, self.overlay_dir / relative, compress_level=1)  # quick-look images: fast, still lossless
         exported = None
         if result.image is not None:
             exported = self.image_dir / f"{mask_folder_name(record.key)}.png"
@@ -94,7 +94,7 @@ class StudyWriter:
             line["overlays"] = [str((self.overlay_dir / r).relative_to(self.output_dir)) for r in result.overlays]
 
 
-def save_rgb(rgb, path: Path) -> None:
+def save_rgb(rgb, path: Path, compress_level: int = 6) -> None:
     """Write an 8-bit grey or RGB array as PNG through a temporary, so a kill never leaves half a file."""
     from PIL import Image
 
@@ -103,5 +103,5 @@ def save_rgb(rgb, path: Path) -> None:
         array = np.clip(array, 0, 255).astype(np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    Image.fromarray(array).save(tmp, format="PNG")
+    Image.fromarray(array).save(tmp, format="PNG", compress_level=compress_level)
     tmp.replace(path)

@@ -61,6 +61,10 @@ def as_boxes(boxes, name: str = "boxes", scores=None, scores_name: str = "box_sc
         array = array.reshape(0, 4)
     if array.ndim != 2 or array.shape[1] != 4:
         raise GroundingInputError(f"{name}: expected boxes of shape [N, 4] (x0, y0, x1, y1), got {tuple(array.shape)}.")
+    finite = np.isfinite(array).all(axis=1)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite)[0])
+        raise GroundingInputError(f"{name}[{bad}]: box {array[bad].tolist()} has a coordinate that is not a finite number.")
     if np.any(array[:, 2] < array[:, 0]) or np.any(array[:, 3] < array[:, 1]):
         raise GroundingInputError(f"{name}: every box needs x1 >= x0 and y1 >= y0 (xyxy order).")
     if scores is None:
@@ -109,11 +113,15 @@ def safe_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
 
 
 def remove_noise(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Erosion then dilation (a morphological opening) with a (2r+1)-square: removes specks thinner than 2r+1."""
+    """Erosion then dilation (a morphological opening) with a (2r+1)-square: removes specks thinner than 2r+1.
+
+    Pixels outside the image count as background (border value 0), so a thin strip along the image border is
+    removed like any other; OpenCV's default would treat them as foreground during the erosion."""
     if radius <= 0 or not mask.any():
         return mask
     kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
-    return cv2.morphologyEx(mask.view(np.uint8), cv2.MORPH_OPEN, kernel).view(bool)
+    opened = cv2.morphologyEx(mask.view(np.uint8), cv2.MORPH_OPEN, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return opened.view(bool)
 
 
 def dilate(mask: np.ndarray, radius: int = 1) -> np.ndarray:

@@ -90,3 +90,16 @@ def write_study_csv(folder, n, reports=REPORTS, bad_rows=()):
             split = ("train", "validate", "test")[i % 3]
             writer.writerow([f"images/img{i:04d}.png", reports[i % len(reports)], split, f"st{i:04d}", "PA" if i % 11 != 10 else "LATERAL"])
     return path
+
+
+class SlowProcessor:
+    """A picklable processor that sleeps on every study: keeps worker processes busy for the kill test."""
+
+    def __init__(self, seconds: float = 120.0):
+        self.seconds = seconds
+
+    def __call__(self, record):
+        import time
+
+        time.sleep(self.seconds)
+        raise RuntimeError("not reached in the test")

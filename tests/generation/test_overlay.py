@@ -28,3 +28,21 @@ def test_overlay_shrinks_large_images_and_checks_shapes():
     assert to_display(np.ones((4, 4))).max() == 0  # flat image: no division by zero
     with pytest.raises(ValueError, match="mask shape"):
         overlay_mask(image, mask[:10])
+
+
+def test_canvas_draws_what_overlay_mask_draws_and_exports_the_full_display():
+    from monai_ils.generation.overlay import OverlayCanvas
+
+    rng = np.random.default_rng(1)
+    image = rng.normal(size=(1500, 1200)).astype(np.float32)
+    masks = [np.zeros((1500, 1200), bool) for _ in range(3)]
+    for i, mask in enumerate(masks):
+        mask[100 * i: 100 * i + 400, 200:700] = True
+    canvas = OverlayCanvas(image, max_size=600)
+    for mask in masks:
+        assert np.array_equal(canvas.draw(mask), overlay_mask(image, mask, max_size=600))
+    drawn = canvas.draw(masks[0])
+    assert drawn.shape == (600, 480, 3)
+    assert tuple(drawn[40, 80]) == OVERLAY_COLOUR  # the outline of mask 0 (rows 100:500 -> 40:200 at 0.4)
+    assert (drawn[300, :, 0] == drawn[300, :, 1]).all()  # below the mask: grey
+    assert np.array_equal(canvas.full, to_display(image))

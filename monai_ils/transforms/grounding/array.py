@@ -82,6 +82,8 @@ class FilterLesionBoxes(Transform):
 
     c1: IoU(B, ∪ reported anatomy masks) >= τ_anatomy; c2: confidence >= τ_conf;
     c3: |B ∩ A| / |B| >= τ_signal; c4: IoU(B, L_r) >= τ_size or IoU(B, L_l) >= τ_size.
+    Reported locations whose masks are all empty give IoU 0 with every box: no box is kept and the finding
+    stays ungrounded (the study goes on). A box with a NaN or infinite coordinate is a GroundingInputError.
     Every count comes from a summed-area table, so the cost per box does not grow with the image.
     """
 
@@ -103,9 +105,7 @@ class FilterLesionBoxes(Transform):
         for label, mask in lungs.items():
             if not mask.any():
                 raise GroundingInputError(f"anatomy[{label!r}]: mask is empty.")
-        union = np.logical_or.reduce(list(reported_masks.values()))
-        if not union.any():
-            raise GroundingInputError(f"anatomy: the masks of the reported locations {reported} are all empty.")
+        union = np.logical_or.reduce(list(reported_masks.values()))  # all empty: IoU 0, no box kept (Algorithm 1)
 
         bounds = U.box_pixel_bounds(boxes, shape)
         area = U.box_areas(bounds)
@@ -170,7 +170,7 @@ class RefineLesionMask(Transform):
         self.max_intensity = max_intensity
 
     def __call__(self, mask, img=None, region=None, base_lungs: Mapping | None = None, max_intensity: float | None = None):
-        lesion = U.as_mask(mask, "mask")
+        lesion = U.as_mask(mask, "mask").copy()  # never write into the caller's array
         lesion = U.remove_noise(lesion, self.noise_radius)
         box = U.mask_bbox(lesion)
         if self.min_component_size > 1 and box is not None:
@@ -236,6 +236,8 @@ class VerifyLocations(Transform):
     grounded: reported labels that a kept box intersects and the final lesion mask overlaps.
     empty: candidate lung regions (default: the Table 8 locations) with no overlap at all with the
     anatomy of any location reported anywhere in the report (all findings, not only the seven lesions).
+    A candidate whose own mask is empty (the anatomy backend did not find it) is never an empty location:
+    a negative is only claimed for a region that exists in the image.
     """
 
     def __init__(self, candidates: Sequence[str] = tuple(vocab.INSTRUCTION_LOCATIONS)):
