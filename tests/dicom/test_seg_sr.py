@@ -191,7 +191,7 @@ def test_processor_reports_a_failed_export_as_stage_dicom(tmp_path):
     from monai_ils.data.mimic_cxr import StudyRecord
     from monai_ils.dicom import DicomExporter
     from monai_ils.generation.processor import PairsProcessor
-    from monai_ils.generation.runner import StageError
+    from monai_ils.generation.results import StageError
 
     png = tmp_path / "x.png"
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(png)

@@ -47,7 +47,7 @@ def _record(text):
 
 
 def test_generation_skips_a_foreign_report_instead_of_claiming_negatives(pipeline):
-    from monai_ils.generation.runner import SkipStudy
+    from monai_ils.generation.results import SkipStudy
 
     with pytest.raises(SkipStudy, match="report: nothing recognised in the report section"):
         pipeline(_record(FRENCH))
