@@ -148,10 +148,7 @@ class GenerationRunner:
         manifest["complete"] = False
         store.save_manifest(manifest)
         done = sum(s["studies"] for s in manifest["shards"])
-        starts, position = {}, 0
-        for shard in manifest["shards"]:
-            starts[position] = shard["first_key"]
-            position += shard["studies"]
+        finished_keys = [line["key"] for line in store.iter_lines(manifest)]  # every key, checked against the input
 
         total = _length(records)
         if self.limit is not None:
@@ -163,7 +160,7 @@ class GenerationRunner:
         part_stream, resume_keys = store.open_part(index)  # lines an interrupted run already wrote
         part_lines = len(resume_keys)
         first_new = done + len(resume_keys)
-        items = (StudyItem(p, r, p >= first_new) for p, r in self._pending(records, done, starts))
+        items = (StudyItem(p, r, p >= first_new) for p, r in self._pending(records, finished_keys))
         studies = self.executor.map(self.writer, items)
         try:
             for item, line in studies:
@@ -215,20 +212,28 @@ class GenerationRunner:
             write_summary(self.output_dir, summary.to_dict(), summary.files)
         return summary
 
-    def _pending(self, records: Iterable[StudyRecord], done: int, starts: dict[int, str]) -> Iterator[tuple[int, StudyRecord]]:
-        """``(position, record)`` from position ``done`` on (up to ``limit``), after checking the finished shards' keys."""
+    def _pending(self, records: Iterable[StudyRecord], finished_keys: list[str]) -> Iterator[tuple[int, StudyRecord]]:
+        """``(position, record)`` after the finished shards (up to ``limit``), once every key of those shards has
+        been checked against the input: a study added, removed (e.g. consent withdrawn) or reordered before the
+        resume point would otherwise stay in, or shift, the merged dataset."""
+        done = len(finished_keys)
+        position = -1
         for position, record in enumerate(records):
             if self.limit is not None and position >= self.limit:
                 return
             if position < done:
-                expected = starts.get(position)
-                if expected is not None and expected != record.key:
+                if finished_keys[position] != record.key:
                     raise RuntimeError(
-                        f"The input changed since this run started: study {position} is {record.key!r}, a finished "
-                        f"shard began with {expected!r}. Use a new output folder."
+                        f"The input changed since this run started: study {position} is {record.key!r}, the finished "
+                        f"shards hold {finished_keys[position]!r} there. Use a new output folder (or overwrite=True)."
                     )
                 continue
             yield position, record
+        if position + 1 < done:
+            raise RuntimeError(
+                f"The input changed since this run started: it has {position + 1} studies, the finished shards hold "
+                f"{done} (first missing: {finished_keys[position + 1]!r}). Use a new output folder (or overwrite=True)."
+            )
 
     def summary(self, manifest: dict | None = None) -> RunSummary:
         manifest = manifest or self.load_manifest()

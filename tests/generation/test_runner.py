@@ -112,6 +112,32 @@ def test_changed_input_is_detected(tmp_path, num_workers):
         make_runner(out, num_workers=num_workers).run(CSVStudyIndex(other))
 
 
+def _drop_row(csv_path, key):
+    lines = csv_path.read_text().splitlines(keepends=True)
+    csv_path.write_text("".join(line for line in lines if f",{key}," not in line))
+
+
+def test_resume_checks_every_key_of_the_finished_shards(tmp_path):
+    """A study withdrawn from the middle of a finished shard (not its first key) is caught on resume, so it
+    never stays in the merged dataset."""
+    csv_path = write_study_csv(tmp_path / "in", 10)
+    out = tmp_path / "out"
+    make_runner(out, limit=8).run(CSVStudyIndex(csv_path))  # two finished shards: st0000-3, st0004-7
+    _drop_row(csv_path, "st0005")
+    with pytest.raises(RuntimeError, match=r"input changed.*study 5 is 'st0006'.*'st0005'"):
+        make_runner(out).run(CSVStudyIndex(csv_path))
+    assert "st0005" in (out / "dataset.json").read_text()  # the refused resume rewrote nothing
+
+
+def test_resume_refuses_an_input_shorter_than_the_finished_shards(tmp_path):
+    csv_path = write_study_csv(tmp_path / "in", 8)
+    out = tmp_path / "out"
+    make_runner(out).run(CSVStudyIndex(csv_path))
+    _drop_row(csv_path, "st0007")
+    with pytest.raises(RuntimeError, match=r"it has 7 studies, the finished shards hold 8 \(first missing: 'st0007'\)"):
+        make_runner(out).run(CSVStudyIndex(csv_path))
+
+
 def test_processor_errors_are_records_with_stage(tmp_path):
     def processor(record):
         raise StageError("cues", f"anatomy backend failed on {record.key}")
