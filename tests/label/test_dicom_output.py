@@ -165,7 +165,7 @@ def test_save_stores_seg_and_sr_on_orthanc(orthanc_server, label_data, tmp_path)
     settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER = {"Modality": "CR"}
     web = DICOMwebClient(url=orthanc_server.dicomweb_url)
     try:
-        client = make_client(orthanc_server.dicomweb_url, app_conf(label_data["rosalia"], config)).__enter__()
+        client = make_client(orthanc_server.dicomweb_url, {**app_conf(label_data["rosalia"], config), "allow_datastore_writes": "true"}).__enter__()  # saving is a datastore write, off by default
         blank = io.BytesIO()
         Image.fromarray(np.zeros((128, 128), np.uint8)).save(blank, format="PNG")
         series = str(pydicom.dcmread(str(synth), stop_before_pixels=True).SeriesInstanceUID)
