@@ -63,14 +63,19 @@ class _Timed:
             yield result
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every generation-runner benchmark takes (this one and ``bench overlays``)."""
     parser.add_argument("--studies", type=int, default=200)
     parser.add_argument("--max-size", type=int, default=1024, help="longer side the cues and grounding run at")
     parser.add_argument("--shard-size", type=int, default=50)
     parser.add_argument("--output", default=None, help="keep the dataset here (default: a temporary folder)")
     parser.add_argument("--all-cores", action="store_true", help="do not pin to one core")
     parser.add_argument("--workers", type=int, default=0, help="worker processes (implies --all-cores when > 1)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_arguments(parser)
     parser.add_argument("--executor", default="local", choices=("local", "ray"),
                         help="ray: compare Ray actors with the local pool at 1 and --workers workers")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # one configuration, JSON out

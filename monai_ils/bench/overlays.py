@@ -19,15 +19,7 @@ import time
 from pathlib import Path
 
 from monai_ils.bench.common import machine, peak_rss_mib
-
-
-def current_rss_mib() -> float:
-    """Resident memory now (Linux /proc), in MiB."""
-    import os
-
-    with open("/proc/self/statm") as stream:
-        pages = int(stream.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+from monai_ils.bench.generation import add_run_arguments, current_rss_mib
 
 
 def sample_thresholds() -> dict:
@@ -41,12 +33,7 @@ def sample_thresholds() -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--studies", type=int, default=200)
-    parser.add_argument("--max-size", type=int, default=1024, help="longer side the cues and grounding run at")
-    parser.add_argument("--shard-size", type=int, default=50)
-    parser.add_argument("--output", default=None, help="keep the dataset here (default: a temporary folder)")
-    parser.add_argument("--all-cores", action="store_true", help="do not pin to one core")
-    parser.add_argument("--workers", type=int, default=0, help="worker processes (implies --all-cores when > 1)")
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
     parallel = args.workers > 1
     args.all_cores = args.all_cores or parallel
