@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.label.label_data import make_studies
+from tests.support.processes import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_DIR = ROOT / "apps" / "ils_label"
@@ -69,11 +70,7 @@ def label_server(label_data):
         _wait_ready(url, process, label_data["root"] / "server.log")
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process)
         log.close()
 
 

@@ -98,6 +98,7 @@ def test_server_with_authentication_enabled_refuses_unauthenticated_requests(lab
     import time
 
     from tests.label.conftest import APP_DIR, ROOT, _free_port
+    from tests.support.processes import stop_process
 
     port = _free_port()
     args = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP_DIR), "--studies", str(label_data["studies"]),
@@ -130,11 +131,7 @@ def test_server_with_authentication_enabled_refuses_unauthenticated_requests(lab
                 if path.startswith("/infer"):
                     assert error.value.code == 401 and error.value.headers.get("WWW-Authenticate") == "Bearer"
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop_process(process)
 
 
 @pytest.mark.parametrize("url, data, words", [

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.processes import stop_process
+
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
 _PLUGIN_GLOBS = (
@@ -144,12 +146,7 @@ class OrthancServer:
     def stop(self) -> None:
         """Terminate the process by PID (kill after a bounded wait) and remove an owned work folder."""
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=STOP_TIMEOUT_S)
+            stop_process(self.process, STOP_TIMEOUT_S)
         self.process = None
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)

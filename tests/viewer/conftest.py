@@ -16,6 +16,7 @@ import pytest
 
 from tests.label.conftest import _wait_ready  # the label tests' bounded wait for /info/
 from tests.support.orthanc import OrthancServer, free_port, orthanc_unavailable_reason
+from tests.support.processes import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_DIR = ROOT / "apps" / "ils_label"
@@ -117,12 +118,7 @@ def ils_server(work, orthanc, tiny_rosalia, viewer_build):
         _wait_ready(url, process, log_path)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop_process(process)
         log.close()
 
 
