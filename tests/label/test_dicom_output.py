@@ -166,12 +166,13 @@ def test_save_stores_seg_and_sr_on_orthanc(orthanc_server, label_data, tmp_path)
     web = DICOMwebClient(url=orthanc_server.dicomweb_url)
     try:
         client = make_client(orthanc_server.dicomweb_url, {**app_conf(label_data["rosalia"], config), "allow_datastore_writes": "true"}).__enter__()  # saving is a datastore write, off by default
+        assert client.get("/info/").status_code == 200  # the app (and its endpoint guard) is built with this conf
         blank = io.BytesIO()
         Image.fromarray(np.zeros((128, 128), np.uint8)).save(blank, format="PNG")
         series = str(pydicom.dcmread(str(synth), stop_before_pixels=True).SeriesInstanceUID)
         response = client.put(f"/datastore/label?image={series}&tag=final", data={"params": "{}"},
                               files={"label": ("label.png", blank.getvalue(), "image/png")})
-        assert response.status_code == 400 and "run a task on it" in response.json()["detail"]
+        assert response.status_code == 400 and "run a task on it" in response.json()["detail"], response.text
         for path, model, params, kinds in ((synth, "grounding", {"report": SYNTH_REPORT}, {"SEG", "SR"}),
                                            (small, "rosalia", {"instruction": INSTRUCTION}, {"SEG"})):
             source = pydicom.dcmread(str(path), stop_before_pixels=True)

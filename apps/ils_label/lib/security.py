@@ -51,7 +51,19 @@ def describe_request(request: dict) -> str:
     return f"model={request.get('model')} image={image} params={sizes}"
 
 
-_CONF_FLAG = [lambda key: False]  # the current app's conf reader (an app rebuilt with other conf replaces it)
+
+
+def _current_conf_flag(scope):
+    """The conf reader of the app that will answer this request, kept on the FastAPI app's ``state`` (one place
+    however often MONAI Label re-imports our app module). MONAI Label builds its app lazily, and a test client
+    rebuilds it with other conf: building it sets the reader. If it cannot be built, guarded endpoints stay refused."""
+    try:
+        from monailabel.interfaces.utils.app import app_instance
+
+        app_instance()
+    except Exception:  # noqa: BLE001 - the endpoint itself reports why the app cannot start
+        return lambda key: False
+    return getattr(getattr(scope.get("app"), "state", None), "ils_conf_flag", None) or (lambda key: False)
 
 
 class DestructiveEndpointGuard:
@@ -66,7 +78,7 @@ class DestructiveEndpointGuard:
         if scope.get("type") == "http":
             path, method = scope.get("path", ""), scope.get("method", "")
             for prefix, refused, key in DESTRUCTIVE:
-                if path.startswith(prefix) and method in refused and not _CONF_FLAG[0](key):
+                if path.startswith(prefix) and method in refused and not _current_conf_flag(scope)(key):
                     response = JSONResponse(status_code=403, content={
                         "detail": f"{method} {prefix}... is disabled in this app; start it with --conf {key} true to "
                                   "allow it (and enable authentication)."})
@@ -132,8 +144,8 @@ def guard_endpoints(app, conf_flag) -> None:
     """Put `DestructiveEndpointGuard` in front of MONAI Label's FastAPI app (once); ``conf_flag(key)`` decides."""
     from starlette.middleware import Middleware
 
-    _CONF_FLAG[0] = conf_flag
-    if any(m.cls is DestructiveEndpointGuard for m in app.user_middleware):
+    app.state.ils_conf_flag = conf_flag
+    if any(getattr(m.cls, "__name__", "") == DestructiveEndpointGuard.__name__ for m in app.user_middleware):
         return
     app.user_middleware.insert(0, Middleware(DestructiveEndpointGuard))
     app.middleware_stack = None  # the server has started: Starlette rebuilds the stack on the next request
