@@ -1,4 +1,4 @@
-"""One local Ray for the distributed tests: this machine only, no dashboard, 2 CPUs, shut down at the end.
+"""One local Ray for the distributed tests: this machine only, no dashboard, 2 CPUs, shut down when they end.
 
 Ray 2.60 cannot be bound to the loopback interface (it replaces 127.0.0.1 by the node's address and listens on
 all interfaces); its token authentication, on by default, keeps other hosts out.
@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # shut down when the distributed tests end: a Ray driver left running dies with its raylet
 def ray_cluster(tmp_path_factory):
     import ray
 
