@@ -145,7 +145,20 @@ def test_dicom_seg_of_a_png_is_refused(client):
     assert response.status_code == 400 and "not DICOM" in response.json()["detail"]
 
 
-def test_save_stores_seg_and_sr_on_orthanc(orthanc_server, label_data, tmp_path):
+@pytest.fixture
+def own_orthanc(tmp_path):
+    """An Orthanc of this test's own: QIDO-RS listings must hold only what this test stored."""
+    from tests.support.orthanc import OrthancServer, orthanc_unavailable_reason
+
+    reason = orthanc_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    (tmp_path / "orthanc").mkdir()
+    with OrthancServer(workdir=str(tmp_path / "orthanc")) as server:
+        yield server
+
+
+def test_save_stores_seg_and_sr_on_orthanc(own_orthanc, label_data, tmp_path):
     """A final save with the DICOMweb datastore STOW-RSes the SEG (+SR for grounding); QIDO-RS lists them."""
     from dicomweb_client.api import DICOMwebClient
     from monailabel.config import settings
@@ -159,13 +172,13 @@ def test_save_stores_seg_and_sr_on_orthanc(orthanc_server, label_data, tmp_path)
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.save_as(str(small))
     for path in (synth, small):
-        orthanc_server.upload(path)
+        own_orthanc.upload(path)
     saved = settings.MONAI_LABEL_DICOMWEB_CACHE_PATH, settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER
     settings.MONAI_LABEL_DICOMWEB_CACHE_PATH = str(tmp_path / "cache")
     settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER = {"Modality": "CR"}
-    web = DICOMwebClient(url=orthanc_server.dicomweb_url)
+    web = DICOMwebClient(url=own_orthanc.dicomweb_url)
     try:
-        client = make_client(orthanc_server.dicomweb_url, {**app_conf(label_data["rosalia"], config), "allow_datastore_writes": "true"}).__enter__()  # saving is a datastore write, off by default
+        client = make_client(own_orthanc.dicomweb_url, {**app_conf(label_data["rosalia"], config), "allow_datastore_writes": "true"}).__enter__()  # saving is a datastore write, off by default
         assert client.get("/info/").status_code == 200  # the app (and its endpoint guard) is built with this conf
         blank = io.BytesIO()
         Image.fromarray(np.zeros((128, 128), np.uint8)).save(blank, format="PNG")
