@@ -117,7 +117,9 @@ EXTRA_RULES: list[ConTextRule] = [
     *_rules(
         ["no change in", "no significant change in", "no interval change in", "no substantial change in",
          "no appreciable change in", "no significant interval change in", "no relevant change in", "little change in",
-         "no increase in", "no decrease in", "no change of", "not changed", "not significantly changed",
+         "no increase in", "no decrease in", "no interval increase in", "no interval decrease in",
+         "no significant increase in", "no significant interval increase in", "no further increase in",
+         "no significant decrease in", "no increase of", "no interval increase of", "no change of", "not changed", "not significantly changed",
          "without change", "without significant change", "without interval change", "not substantially changed",
          "nearly resolved", "almost resolved", "partially resolved", "not completely resolved",
          "not entirely resolved", "incompletely resolved", "partial resolution of", "near complete resolution of",

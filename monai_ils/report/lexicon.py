@@ -17,7 +17,8 @@ Synonym decisions (why a phrase maps where it does):
   kept apart (not pleural). "Blunting of the costophrenic angle" stays an other finding (it suggests
   but does not state an effusion).
 * cardiomegaly: "cardiomegaly", "enlarged heart / cardiac silhouette", "cardiac / heart enlargement",
-  "heart (size) is (mildly) enlarged / large", "heart size mildly enlarged", "increase in heart size";
+  "heart (size) is (mildly) enlarged / large", "heart size mildly enlarged", "increase in heart size" (but
+  "no (interval) increase in heart size" is a comparison that claims neither an enlarged nor a normal heart);
   hedged (tentative): "borderline heart size", "heart is borderline in size", "upper limits of normal or
   mildly enlarged". "Enlarged cardiomediastinal silhouette" stays an other finding: the silhouette
   includes the mediastinum, so its enlargement may be mediastinal (vessels, nodes) rather than cardiac.
@@ -50,6 +51,8 @@ class LexiconEntry:
 _ADV = r"(?:(?:mildly|moderately|markedly|severely|slightly|minimally|massively|substantially|significantly|somewhat|again|still|now|persistently|borderline|at\s+least)\s+)?"
 _HEART = r"(?:heart(?:\s+size)?|cardiac\s+(?:silhouette|size|contours?|shadow)|size\s+of\s+the\s+(?:heart|cardiac\s+silhouette))"
 _VERB = r"(?:\s+(?:is|are|remains?|appears?|seems?|looks?|has\s+become|is\s+again|is\s+now)){1,2}\s+"
+# fixed-width look-behinds (Python's re needs them): the comparison phrases that precede "increase in ..."
+_NO_COMPARISON = "".join(rf"(?<!\b{p} )" for p in ("no", "no interval", "no significant", "no further", "no significant interval"))
 
 FINDING_LEXICON: tuple[LexiconEntry, ...] = (
     # --- cardiomegaly
@@ -65,7 +68,8 @@ FINDING_LEXICON: tuple[LexiconEntry, ...] = (
     LexiconEntry(rf"borderline\s+(?:enlarged\s+)?(?:heart|cardiac)\s+(?:size|silhouette)|{_HEART}{_VERB}borderline(?:\s+in\s+size|\s+enlarged|\s+large)?",
                  "cardiomegaly", "cardiomegaly", anchors=("borderline",)),
     LexiconEntry(rf"upper\s+limits?\s+of\s+normal\s+(?:to|or)\s+{_ADV}(?:enlarged|large)", "cardiomegaly", "cardiomegaly", anchors=("upper",)),
-    LexiconEntry(r"increase(?:d)?\s+in\s+(?:the\s+)?(?:heart|cardiac)\s+(?:size|silhouette)|increased\s+(?:heart|cardiac)\s+size",
+    # "no (interval) increase in heart size" compares with a prior study: it says nothing of the size itself
+    LexiconEntry(rf"{_NO_COMPARISON}increase(?:d)?\s+in\s+(?:the\s+)?(?:heart|cardiac)\s+(?:size|silhouette)|increased\s+(?:heart|cardiac)\s+size",
                  "cardiomegaly", "cardiomegaly", anchors=("increase",)),
     # --- effusion (pericardial first so that it does not count as pleural)
     LexiconEntry(r"pericardial\s+effusions?", None, "pericardial effusion", anchors=("pericardial",)),

@@ -186,3 +186,28 @@ def test_structurer_works_after_pickling_into_a_fresh_process(structurer):
         remote = pool.submit(_structure_in_this_process, structurer, text).result(timeout=120)
     assert remote == _structure_in_this_process(structurer, text)
     assert remote[0][:3] == ("opacity", "positive", "tentative")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "No interval increase in the size of the right pleural effusion.",
+        "No significant increase in left lower lobe atelectasis.",
+        "No further increase in the right basilar opacity.",
+    ],
+)
+def test_no_increase_in_a_finding_means_it_persists(structurer, text):
+    """A comparison with a prior study: the finding is still there (not a negative)."""
+    f = _one(structurer, text)
+    assert (f.presence, f.certainty) == ("positive", "definitive")
+
+
+@pytest.mark.parametrize("text", ["No increase in heart size.", "No interval increase in heart size."])
+def test_no_increase_in_heart_size_claims_nothing(structurer, text):
+    """Unchanged heart size may be normal or enlarged: neither a cardiomegaly positive nor a negative."""
+    assert structurer(text).findings == []
+
+
+def test_increase_in_heart_size_is_still_cardiomegaly(structurer):
+    f = _one(structurer, "Interval increase in heart size.")
+    assert (f.lesion_type, f.presence) == ("cardiomegaly", "positive")
