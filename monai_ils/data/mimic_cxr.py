@@ -34,6 +34,8 @@ from monai_ils.vocab import FRONTAL_VIEWS
 PathLike = str | os.PathLike
 
 SPLIT_NAMES = {"train": "train", "validate": "val", "validation": "val", "val": "val", "test": "test"}
+UNKNOWN_SPLIT = "\x00unknown-split:"
+"""Marks, in the split table, a row whose split name is not one of SPLIT_NAMES (never a real split name)."""
 IMAGE_EXTENSIONS = (".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
@@ -197,9 +199,9 @@ class MimicCXRIndex:
                 reader = csv.DictReader(stream)
                 _require(reader, self.SPLIT_COLUMNS, self.split_csv)
                 for number, row in enumerate(reader, 2):
-                    name = SPLIT_NAMES.get(row["split"].strip().lower())
-                    if name is None:
-                        raise StudyIndexError(f"{self.split_csv}:{number}: unknown split {row['split']!r}.")
+                    split = (row["split"] or "").strip()
+                    # an unknown name is kept, marked, so that its image becomes an error record, not the run's end
+                    name = SPLIT_NAMES.get(split.lower()) or sys.intern(f"{UNKNOWN_SPLIT}{number}:{split}")
                     table[sys.intern(row["dicom_id"].strip())] = name
             self._split_of = table
         return self._split_of
@@ -228,6 +230,11 @@ class MimicCXRIndex:
                 split = split_of.get(dicom_id)
                 if problem is None and split is None:
                     problem = f"{name} row {number}: dicom_id {dicom_id} has no split in {self.split_csv.name}"
+                if problem is None and split.startswith(UNKNOWN_SPLIT):
+                    split_row, _, written = split[len(UNKNOWN_SPLIT):].partition(":")
+                    problem = (f"{name} row {number}: dicom_id {dicom_id} has the unknown split {written!r} in "
+                               f"{self.split_csv.name} row {split_row} (known: {', '.join(sorted(SPLIT_NAMES))})")
+                    split = None
                 if problem is not None:
                     yield StudyRecord(key=keys.issue(f"{name}_row{number}"), image_path="", split=split or "train",
                                       index_error=problem, extra={"row": number})
@@ -305,9 +312,14 @@ class CSVStudyIndex:
                 image = (row.get(image_col) or "").strip()
                 if problem is None and not image:
                     problem = f"{self.csv_path.name} row {number}: empty {image_col!r} cell"
-                split = (row.get(split_col) or "").strip().lower() if split_col else ""
-                split = SPLIT_NAMES.get(split, split) or self.default_split
-                if self.splits is not None and split not in self.splits:
+                written = (row.get(split_col) or "").strip() if split_col else ""
+                split = SPLIT_NAMES.get(written.lower()) if written else self.default_split
+                if split is None:
+                    if problem is None:
+                        problem = (f"{self.csv_path.name} row {number}: unknown split {written!r} "
+                                   f"(known: {', '.join(sorted(SPLIT_NAMES))})")
+                    split = self.default_split
+                elif self.splits is not None and split not in self.splits:
                     continue
                 key = (row.get(key_col) or "").strip() if key_col else ""
                 key = keys.issue(key or (Path(image).stem if image else f"{self.csv_path.stem}_row{number}"))

@@ -193,3 +193,23 @@ def test_folder_images_sharing_a_key_are_refused_at_indexing_named(tmp_path, fil
         list(index)
     with pytest.raises(StudyIndexError):
         len(index)
+
+
+def test_unknown_split_name_is_that_image_error_record_not_the_run_end(tmp_path):
+    mimic_tree(tmp_path)
+    rows = [[d, st, subj, "training" if d == "bbb-1" else split] for d, subj, st, _, split in IMAGES]
+    write_csv(tmp_path / "mimic-cxr-2.0.0-split.csv", ["dicom_id", "study_id", "subject_id", "split"], rows)
+    records = list(MimicCXRIndex(tmp_path))
+    assert [r.dicom_id for r in records if r.index_error is None] == ["aaa-1", "ccc-1", "ccc-2"]
+    (bad,) = [r for r in records if r.index_error]
+    assert bad.index_error == ("mimic-cxr-2.0.0-metadata.csv row 4: dicom_id bbb-1 has the unknown split 'training' in "
+                               "mimic-cxr-2.0.0-split.csv row 4 (known: test, train, val, validate, validation)")
+
+
+def test_csv_unknown_split_is_that_row_error_record_even_when_filtering_splits(tmp_path):
+    path = tmp_path / "list.csv"
+    path.write_text("image,report,split\na.dcm,Right effusion.,train\nb.dcm,Left effusion.,tarin\nc.dcm,No effusion.,test\n")
+    records = list(CSVStudyIndex(path, splits=["test"]))
+    assert [(r.key, r.index_error) for r in records] == [
+        ("b", "list.csv row 3: unknown split 'tarin' (known: test, train, val, validate, validation)"), ("c", None)]
+    assert records[1].split == "test"
