@@ -184,8 +184,8 @@ class RefineLesionMask(Transform):
        mean intensity, so a faint lesion next to a dense one grows into its own faint surroundings;
     4. effusion at a lung base, for each lung of ``base_lungs`` (a mapping lung name -> lung mask for every
        group, or a sequence of such mappings, one per group): when the refined group reaches that lung's base
-       zone (``base_zones[lung name]``), the lower portion of the lung is added: the lung's pixels from the
-       lower of the group's top row in that lung and the base zone's top row, down to the lung's lowest row
+       zone (``base_zones[lung name]``), the lower portion of the lung is added: the lung's pixels from
+       row max(the group's top row in that lung, the base zone's top row) down to the lung's lowest row
        (the costophrenic angle). The base zone bounds the fill, so a tall effusion box does not pull in the
        mid or upper lung; the lung mask (HybridGNet in the paper) gives its shape.
 
@@ -207,7 +207,7 @@ class RefineLesionMask(Transform):
 
     def __call__(self, mask, img=None, region=None, base_lungs: Mapping | Sequence[Mapping] | None = None,
                  max_intensity: float | None = None, base_zones: Mapping | None = None):
-        groups = U.as_mask_stack(mask, "mask")  # a new array: the caller's is never written
+        groups = U.as_mask_stack(mask, "mask")  # only read: the caller's array is never written
         shape = groups.shape[1:]
         allowed = None if region is None else U.as_mask(region, "region", shape)
         per_group = _base_lungs_per_group(base_lungs, len(groups), shape)
