@@ -26,12 +26,20 @@ from .classical_counterfactual import ClassicalCounterfactual
 from .transforms import (
     AnatomyMasks,
     AnatomyMasksd,
+    AnatomyMasksD,
+    AnatomyMasksDict,
     Counterfactual,
     Counterfactuald,
+    CounterfactualD,
+    CounterfactualDict,
     CrossCheckAnatomy,
     CrossCheckAnatomyd,
+    CrossCheckAnatomyD,
+    CrossCheckAnatomyDict,
     DetectLesionBoxes,
     DetectLesionBoxesd,
+    DetectLesionBoxesD,
+    DetectLesionBoxesDict,
 )
 
 __all__ = [
@@ -39,4 +47,6 @@ __all__ = [
     "available_backends", "edit_region", "get_backend", "register_backend", "ClassicalAnatomy", "ClassicalBoxes",
     "ClassicalCounterfactual", "AnatomyMasks", "AnatomyMasksd", "Counterfactual", "Counterfactuald", "CrossCheckAnatomy",
     "CrossCheckAnatomyd", "DetectLesionBoxes", "DetectLesionBoxesd",
+    "AnatomyMasksD", "AnatomyMasksDict", "CounterfactualD", "CounterfactualDict", "CrossCheckAnatomyD", "CrossCheckAnatomyDict",
+    "DetectLesionBoxesD", "DetectLesionBoxesDict",
 ]

@@ -18,6 +18,7 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
+from monai.utils import TransformBackends, ensure_tuple_rep
 
 from monai_ils import vocab
 from monai_ils.cues.base import (
@@ -54,26 +55,45 @@ def _like_image(array: np.ndarray, image: Any) -> Any:
 # ----------------------------------------------------------------------------------------------
 # Array forms
 # ----------------------------------------------------------------------------------------------
+# The cue backend object (classical, CXAS, RadEdit, YOLO ...) is ``self.cue_backend``; ``backend`` is MONAI's
+# class attribute listing the array types the transform computes with: backends receive a numpy image (a
+# torch input is converted), so it is [TransformBackends.NUMPY].
+def _like_layout(mask: np.ndarray, image: Any) -> np.ndarray:
+    """A [1, H, W] (or [H, W]) cue mask laid out like ``image``: [H, W] for an [H, W] image, else [1, H, W]."""
+    two_d = mask[0] if mask.ndim == 3 and mask.shape[0] == 1 else mask
+    return two_d if getattr(image, "ndim", None) == 2 else two_d[None]
+
+
 class AnatomyMasks(Transform):
-    """image ``[1, H, W]`` -> ``{label: uint8 mask [1, H, W]}`` from the named anatomy backend."""
+    """image ``[1, H, W]`` -> ``{label: uint8 mask [1, H, W]}`` from the named anatomy backend
+    (an ``[H, W]`` image gives ``[H, W]`` masks)."""
+
+    backend = [TransformBackends.NUMPY]
 
     def __init__(self, backend: str | AnatomyBackend = "classical", **backend_kwargs: Any):
-        self.backend = get_backend("anatomy", backend, **backend_kwargs)
+        self.cue_backend = get_backend("anatomy", backend, **backend_kwargs)
 
     def __call__(self, img: Any) -> dict[str, np.ndarray]:
-        return self.backend(img)
+        return self.shape_like(self.cue_backend(img), img)
+
+    @staticmethod
+    def shape_like(masks: Mapping[str, np.ndarray], img: Any) -> dict[str, np.ndarray]:
+        return {label: _like_layout(np.asarray(mask), img) for label, mask in masks.items()}
 
 
 class Counterfactual(Transform):
     """image ``[1, H, W]`` (+ anatomy) -> lesion-free x_hat, same shape, dtype float32 and intensity scale.
 
     The edit region is the union of ``region_labels`` (default: the backend's, lungs and heart for
-    RadEdit, lungs for the classical backend) taken from ``anatomy``.
+    RadEdit, lungs for the classical backend) taken from ``anatomy``. A MetaTensor image gives a MetaTensor
+    with a copy of its metadata; an ``[H, W]`` image gives an ``[H, W]`` x_hat.
     """
 
+    backend = [TransformBackends.NUMPY]
+
     def __init__(self, backend: str | CounterfactualBackend = "classical", region_labels: Sequence[str] | None = None, **backend_kwargs: Any):
-        self.backend = get_backend("counterfactual", backend, **backend_kwargs)
-        self.region_labels = tuple(region_labels) if region_labels else tuple(self.backend.region_labels)
+        self.cue_backend = get_backend("counterfactual", backend, **backend_kwargs)
+        self.region_labels = tuple(region_labels) if region_labels else tuple(self.cue_backend.region_labels)
         for label in self.region_labels:
             vocab.check_anatomy_label(label)
 
@@ -83,18 +103,20 @@ class Counterfactual(Transform):
         return union_mask(anatomy, self.region_labels, to_numpy_image(img).shape)
 
     def __call__(self, img: Any, anatomy: Mapping[str, Any] | None = None, max_intensity: float | None = None) -> Any:
-        x_hat = self.backend(img, self.region(img, anatomy), max_intensity_of(img, max_intensity))
-        return _like_image(np.asarray(x_hat, dtype=np.float32), img)
+        x_hat = self.cue_backend(img, self.region(img, anatomy), max_intensity_of(img, max_intensity))
+        return _like_image(_like_layout(np.asarray(x_hat, dtype=np.float32), img), img)
 
 
 class DetectLesionBoxes(Transform):
     """image ``[1, H, W]`` -> :class:`Boxes` of hyperintense lesions (excluded VinBigData classes dropped)."""
 
+    backend = [TransformBackends.NUMPY]
+
     def __init__(self, backend: str | BoxBackend = "classical", **backend_kwargs: Any):
-        self.backend = get_backend("boxes", backend, **backend_kwargs)
+        self.cue_backend = get_backend("boxes", backend, **backend_kwargs)
 
     def __call__(self, img: Any, max_intensity: float | None = None, **cues: Any) -> Boxes:
-        boxes = self.backend(img, max_intensity_of(img, max_intensity), **cues)
+        boxes = self.cue_backend(img, max_intensity_of(img, max_intensity), **cues)
         return boxes.drop_excluded().clip(to_numpy_image(img).shape)
 
 
@@ -123,6 +145,8 @@ class CrossCheckAnatomy(Transform):
     An empty mask in either source fails the check.
     """
 
+    backend = [TransformBackends.NUMPY]
+
     def __init__(self, tolerance: float = 0.05):
         if not 0 < float(tolerance) < 1:
             raise ValueError(f"tolerance is a fraction of the image size in (0, 1), got {tolerance!r}.")
@@ -143,7 +167,11 @@ class CrossCheckAnatomy(Transform):
 # Dictionary forms
 # ----------------------------------------------------------------------------------------------
 class _CueMapTransform(MapTransform):
+    """Each key of ``keys`` (an image) gets its own cue; the ``*_key`` arguments name, for each image key, where
+    its cue goes (one name, or one per key; several image keys need distinct output names)."""
+
     cue = ""
+    backend = [TransformBackends.NUMPY]
 
     def __init__(self, keys: KeysCollection, on_error: str, allow_missing_keys: bool):
         super().__init__(keys, allow_missing_keys)
@@ -151,23 +179,49 @@ class _CueMapTransform(MapTransform):
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}.")
         self.on_error = on_error
 
+    def _per_key(self, name: str, value: Any, output: bool = False) -> tuple:
+        try:
+            names = ensure_tuple_rep(value, len(self.keys))
+        except ValueError as err:
+            raise ValueError(f"{type(self).__name__}: {name} needs one name or one per key of {self.keys}, got {value!r}.") from err
+        if output and len(self.keys) > 1 and len(set(names)) < len(names):
+            raise ValueError(f"{type(self).__name__}: {name}={value!r} would write the cue of every key of {self.keys} "
+                             f"to the same place; give one {name} per key.")
+        return names
+
     def _fail(self, d: dict, backend: Any, error: Exception) -> None:
         if self.on_error == "raise":
             raise error
         d.setdefault(CUE_ERRORS_KEY, []).append({"cue": self.cue, "backend": _backend_name(backend), "error": f"{type(error).__name__}: {error}"})
 
+    def _safe_apply(self, d: dict, key: Hashable) -> None:
+        try:
+            self._apply(d, key, self.keys.index(key))
+        except Exception as error:  # a backend failing on one study must not stop a run
+            self._fail(d, self.transform.cue_backend, error)
+
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
-            try:
-                self._apply(d, key)
-            except Exception as error:  # a backend failing on one study must not stop a run
-                self._fail(d, self.transform.backend, error)
+            self._safe_apply(d, key)
         return d
 
     def batch(self, data: Sequence[Mapping[Hashable, Any]]) -> list[dict[Hashable, Any]]:
-        """Run a list of samples; backends with a batched path (CXAS, YOLO) see them together."""
-        return [self(item) for item in data]
+        """Run a list of samples, key by key; backends with a batched path (CXAS, YOLO) see each key's images
+        together, and when that batch fails the samples are run one by one so that one bad study only fails itself."""
+        items = [dict(item) for item in data]
+        for slot, key in enumerate(self.keys):
+            present = [item for item in items if key in item]
+            if len(present) < len(items) and not self.allow_missing_keys:
+                raise KeyError(f"{type(self).__name__}: key {key!r} is missing in {len(items) - len(present)} of {len(items)} samples "
+                               "and allow_missing_keys is False.")
+            if present:
+                self._batch_key(present, key, slot)
+        return items
+
+    def _batch_key(self, items: list[dict], key: Hashable, slot: int) -> None:
+        for item in items:
+            self._safe_apply(item, key)
 
 
 class AnatomyMasksd(_CueMapTransform):
@@ -175,25 +229,23 @@ class AnatomyMasksd(_CueMapTransform):
 
     cue = "anatomy"
 
-    def __init__(self, keys: KeysCollection = K.IMAGE, backend: str | AnatomyBackend = "classical", anatomy_key: str = K.ANATOMY,
+    def __init__(self, keys: KeysCollection = K.IMAGE, backend: str | AnatomyBackend = "classical", anatomy_key: KeysCollection = K.ANATOMY,
                  on_error: str = "record", allow_missing_keys: bool = False, **backend_kwargs: Any):
         super().__init__(keys, on_error, allow_missing_keys)
         self.transform = AnatomyMasks(backend, **backend_kwargs)
-        self.anatomy_key = anatomy_key
+        self.anatomy_key = self._per_key("anatomy_key", anatomy_key, output=True)
 
-    def _apply(self, d: dict, key: Hashable) -> None:
-        d[self.anatomy_key] = self.transform(d[key])
+    def _apply(self, d: dict, key: Hashable, slot: int) -> None:
+        d[self.anatomy_key[slot]] = self.transform(d[key])
 
-    def batch(self, data):
-        items = [dict(item) for item in data]
-        images = [item[self.first_key(item)] for item in items]
+    def _batch_key(self, items, key, slot):
+        images = [item[key] for item in items]
         try:
-            results = self.transform.backend.batch(images)
+            results = self.transform.cue_backend.batch(images)
         except Exception:  # fall back to one by one so that one bad study only fails itself
-            return [self(item) for item in items]
-        for item, result in zip(items, results):
-            item[self.anatomy_key] = result
-        return items
+            return super()._batch_key(items, key, slot)
+        for item, image, result in zip(items, images, results):
+            item[self.anatomy_key[slot]] = AnatomyMasks.shape_like(result, image)
 
 
 class Counterfactuald(_CueMapTransform):
@@ -201,15 +253,17 @@ class Counterfactuald(_CueMapTransform):
 
     cue = "counterfactual"
 
-    def __init__(self, keys: KeysCollection = K.IMAGE, backend: str | CounterfactualBackend = "classical", counterfactual_key: str = K.COUNTERFACTUAL,
-                 anatomy_key: str = K.ANATOMY, region_labels: Sequence[str] | None = None, on_error: str = "record",
+    def __init__(self, keys: KeysCollection = K.IMAGE, backend: str | CounterfactualBackend = "classical",
+                 counterfactual_key: KeysCollection = K.COUNTERFACTUAL, anatomy_key: KeysCollection = K.ANATOMY,
+                 region_labels: Sequence[str] | None = None, on_error: str = "record",
                  allow_missing_keys: bool = False, **backend_kwargs: Any):
         super().__init__(keys, on_error, allow_missing_keys)
         self.transform = Counterfactual(backend, region_labels, **backend_kwargs)
-        self.counterfactual_key, self.anatomy_key = counterfactual_key, anatomy_key
+        self.counterfactual_key = self._per_key("counterfactual_key", counterfactual_key, output=True)
+        self.anatomy_key = self._per_key("anatomy_key", anatomy_key)
 
-    def _apply(self, d: dict, key: Hashable) -> None:
-        d[self.counterfactual_key] = self.transform(d[key], d.get(self.anatomy_key))
+    def _apply(self, d: dict, key: Hashable, slot: int) -> None:
+        d[self.counterfactual_key[slot]] = self.transform(d[key], d.get(self.anatomy_key[slot]))
 
 
 class DetectLesionBoxesd(_CueMapTransform):
@@ -221,31 +275,35 @@ class DetectLesionBoxesd(_CueMapTransform):
 
     cue = "boxes"
 
-    def __init__(self, keys: KeysCollection = K.IMAGE, backend: str | BoxBackend = "classical", boxes_key: str = K.BOXES,
-                 scores_key: str = K.BOX_SCORES, classes_key: str = K.BOX_CLASSES, counterfactual_key: str = K.COUNTERFACTUAL,
-                 anatomy_key: str = K.ANATOMY, on_error: str = "record", allow_missing_keys: bool = False, **backend_kwargs: Any):
+    def __init__(self, keys: KeysCollection = K.IMAGE, backend: str | BoxBackend = "classical", boxes_key: KeysCollection = K.BOXES,
+                 scores_key: KeysCollection = K.BOX_SCORES, classes_key: KeysCollection = K.BOX_CLASSES,
+                 counterfactual_key: KeysCollection = K.COUNTERFACTUAL, anatomy_key: KeysCollection = K.ANATOMY,
+                 on_error: str = "record", allow_missing_keys: bool = False, **backend_kwargs: Any):
         super().__init__(keys, on_error, allow_missing_keys)
         self.transform = DetectLesionBoxes(backend, **backend_kwargs)
-        self.boxes_key, self.scores_key, self.classes_key = boxes_key, scores_key, classes_key
-        self.counterfactual_key, self.anatomy_key = counterfactual_key, anatomy_key
+        self.boxes_key = self._per_key("boxes_key", boxes_key, output=True)
+        self.scores_key = self._per_key("scores_key", scores_key, output=True)
+        self.classes_key = self._per_key("classes_key", classes_key, output=True)
+        self.counterfactual_key = self._per_key("counterfactual_key", counterfactual_key)
+        self.anatomy_key = self._per_key("anatomy_key", anatomy_key)
 
-    def _write(self, d: dict, boxes: Boxes) -> None:
-        d[self.boxes_key], d[self.scores_key], d[self.classes_key] = boxes.boxes, boxes.scores, boxes.classes
+    def _write(self, d: dict, boxes: Boxes, slot: int) -> None:
+        d[self.boxes_key[slot]], d[self.scores_key[slot]], d[self.classes_key[slot]] = boxes.boxes, boxes.scores, boxes.classes
 
-    def _apply(self, d: dict, key: Hashable) -> None:
-        self._write(d, self.transform(d[key], counterfactual=d.get(self.counterfactual_key), anatomy=d.get(self.anatomy_key)))
+    def _cues(self, d: dict, slot: int) -> dict:
+        return {"counterfactual": d.get(self.counterfactual_key[slot]), "anatomy": d.get(self.anatomy_key[slot])}
 
-    def batch(self, data):
-        items = [dict(item) for item in data]
-        images = [item[self.first_key(item)] for item in items]
+    def _apply(self, d: dict, key: Hashable, slot: int) -> None:
+        self._write(d, self.transform(d[key], **self._cues(d, slot)), slot)
+
+    def _batch_key(self, items, key, slot):
+        images = [item[key] for item in items]
         try:
-            results = self.transform.backend.batch(images, [max_intensity_of(i) for i in images],
-                                                   [{"counterfactual": it.get(self.counterfactual_key), "anatomy": it.get(self.anatomy_key)} for it in items])
+            results = self.transform.cue_backend.batch(images, [max_intensity_of(i) for i in images], [self._cues(it, slot) for it in items])
         except Exception:
-            return [self(item) for item in items]
+            return super()._batch_key(items, key, slot)
         for item, image, boxes in zip(items, images, results):
-            self._write(item, boxes.drop_excluded().clip(to_numpy_image(image).shape))
-        return items
+            self._write(item, boxes.drop_excluded().clip(to_numpy_image(image).shape), slot)
 
 
 class CrossCheckAnatomyd(MapTransform):
@@ -254,6 +312,8 @@ class CrossCheckAnatomyd(MapTransform):
     Writes the check's result under ``qc_key``; with ``drop_failed=False`` (default) the study is only
     flagged (``data[qc_key]["passed"] is False``) and the runner decides what to skip.
     """
+
+    backend = CrossCheckAnatomy.backend
 
     def __init__(self, keys: KeysCollection = (K.ANATOMY, K.ANATOMY_REFERENCE), tolerance: float = 0.05, qc_key: str = ANATOMY_QC_KEY,
                  image_key: str = K.IMAGE, allow_missing_keys: bool = False):
@@ -274,3 +334,9 @@ class CrossCheckAnatomyd(MapTransform):
         shape = tuple(to_numpy_image(d[self.image_key]).shape) if self.image_key in d else None
         d[self.qc_key] = self.check(d[self.keys[0]], d[self.keys[1]], shape)
         return d
+
+
+AnatomyMasksD = AnatomyMasksDict = AnatomyMasksd
+CounterfactualD = CounterfactualDict = Counterfactuald
+DetectLesionBoxesD = DetectLesionBoxesDict = DetectLesionBoxesd
+CrossCheckAnatomyD = CrossCheckAnatomyDict = CrossCheckAnatomyd

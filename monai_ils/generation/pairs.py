@@ -21,6 +21,7 @@ import numpy as np
 from monai_ils.data.ils_format import ILSSample
 from monai_ils.data.templates import render_answer, render_instruction
 from monai_ils.generation.findings import GroundedFinding, StudyGrounding
+from monai_ils.generation.qc import cardiomegaly_negative_allowed
 from monai_ils.vocab import (
     CARDIOMEGALY_NEGATIVE_MAX_CTR,
     GENERIC_LESION_TYPE,
@@ -318,7 +319,7 @@ class PairGenerator:
 
     def _global_negative_allowed(self, lesion_type, positives, ctr) -> bool:
         if lesion_type in ORGAN_LEVEL_LESION_TYPES:
-            return ctr is not None and float(ctr) <= self.max_ctr
+            return cardiomegaly_negative_allowed(ctr, self.max_ctr)
         conflicts = GLOBAL_NEGATIVE_CONFLICTS.get(lesion_type, ())
         return not any(f.effective_lesion_type in conflicts for f in positives)
 

@@ -34,7 +34,10 @@ def cardiothoracic_ratio(heart_mask, right_lung_mask, left_lung_mask) -> float |
 
 
 def cardiomegaly_negative_allowed(ctr, max_ctr: float = CARDIOMEGALY_NEGATIVE_MAX_CTR) -> bool:
-    """Appendix D.3: a cardiomegaly negative is trusted only with a measured CTR <= max_ctr."""
+    """Appendix D.3: a cardiomegaly negative is trusted only with a measured, finite CTR <= max_ctr.
+
+    The one cardiomegaly rule: `PairGenerator` asks it (with its configured ``max_ctr``) before any
+    cardiomegaly negative."""
     return ctr is not None and np.isfinite(ctr) and float(ctr) <= float(max_ctr)
 
 
@@ -44,11 +47,6 @@ class QCVerdict:
 
     passed: bool
     reasons: list[str] = field(default_factory=list)
-    ctr: float | None = None
-
-    @property
-    def cardiomegaly_negative_allowed(self) -> bool:
-        return cardiomegaly_negative_allowed(self.ctr)
 
 
 class StudyQC:
@@ -58,7 +56,8 @@ class StudyQC:
         frontal_views: accepted ViewPosition values (default PA and AP).
         require_view: reject studies whose view position is unknown (False keeps them, for non-DICOM inputs
             whose view is unknown but known to be frontal).
-        max_ctr: the cardiomegaly-negative threshold.
+        max_ctr: accepted for configs that pass it and kept as an attribute; the cardiomegaly-negative rule itself
+            (:func:`cardiomegaly_negative_allowed`) is applied by `PairGenerator` with its own ``max_ctr``.
     """
 
     def __init__(self, frontal_views=FRONTAL_VIEWS, require_view: bool = True, max_ctr: float = CARDIOMEGALY_NEGATIVE_MAX_CTR):

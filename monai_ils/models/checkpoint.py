@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from monai_ils.models.lora import is_lora, merge_lora
-from monai_ils.models.processing import RosaliaProcessor, add_rosalia_tokens
+from monai_ils.models.processing import RosaliaProcessor
 from monai_ils.models.rosalia import RosaliaModel
 
 logger = logging.getLogger(__name__)
@@ -186,14 +186,6 @@ def load_rosalia(folder, dtype: torch.dtype | None = None, device="cpu", **kwarg
     if "sam_checkpoint" not in kwargs:
         raise CheckpointError(f"{folder} is a Hugging Face LLaVA folder: pass sam_checkpoint= a local SAM .pth file.")
     return load_hf_llava(folder, dtype=dtype, device=device, **kwargs)
-
-
-def add_tokens_and_resize(model: RosaliaModel, processor: RosaliaProcessor) -> None:
-    """After changing the tokenizer: grow the embeddings and record the [SEG] id in the config."""
-    processor.seg_token_id = add_rosalia_tokens(processor.tokenizer, processor.settings.use_im_start_end)
-    if len(processor.tokenizer) > model.get_input_embeddings().weight.shape[0]:
-        model.resize_token_embeddings(len(processor.tokenizer))
-    model.config.seg_token_id = processor.seg_token_id
 
 
 # The converters live in their own modules; their entry points stay importable from here.

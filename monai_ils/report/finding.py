@@ -175,13 +175,6 @@ class StructuredReport:
     def skipped(self) -> bool:
         return self.skipped_reason is not None
 
-    def lesion_findings(self, lesion_type: str | None = None) -> list[Finding]:
-        """Findings of the seven lesion types (by ``target_lesion_type``), optionally of one type."""
-        out = [f for f in self.findings if f.target_lesion_type is not None or f.lesion_type is not None]
-        if lesion_type is not None:
-            out = [f for f in out if lesion_type in (f.lesion_type, f.predicted_lesion_type)]
-        return out
-
     def positive_locations(self) -> set[str]:
         """Union of the reported locations of every positive finding (seven lesion types or not).
 

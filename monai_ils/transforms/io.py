@@ -22,6 +22,7 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor, PydicomReader
 from monai.transforms import LoadImage, MapTransform, Transform
+from monai.utils import TransformBackends
 
 from monai_ils import vocab
 
@@ -119,6 +120,8 @@ class LoadCXR(Transform):
     photometric_interpretation, bits_stored, max_intensity, modality.
     """
 
+    backend = [TransformBackends.TORCH]  # a file in, a torch MetaTensor out
+
     def __init__(self, frontal_check: str = "flag", default_spacing: tuple[float, float] = (1.0, 1.0)):
         if frontal_check not in FRONTAL_CHECKS:
             raise ValueError(f"frontal_check must be one of {FRONTAL_CHECKS}, got {frontal_check!r}.")
@@ -212,7 +215,10 @@ class LoadCXR(Transform):
 
 
 class LoadCXRd(MapTransform):
-    """Dictionary form of `LoadCXR`; view, study and image ids found in the dictionary override the file's."""
+    """Dictionary form of `LoadCXR`: each key of ``keys`` (a path) is replaced by its image; view, study and
+    image ids found in the dictionary override the file's."""
+
+    backend = LoadCXR.backend
 
     def __init__(self, keys: KeysCollection = "image", frontal_check: str = "flag",
                  default_spacing: tuple[float, float] = (1.0, 1.0), view_key: Hashable = "view_position",
@@ -226,3 +232,6 @@ class LoadCXRd(MapTransform):
         for key in self.key_iterator(d):
             d[key] = self.loader(d[key], d.get(self.view_key), d.get(self.study_key), d.get(self.image_id_key))
         return d
+
+
+LoadCXRD = LoadCXRDict = LoadCXRd

@@ -48,6 +48,30 @@ def as_mask(x, name: str = "mask", shape: tuple[int, int] | None = None, allow_e
     return array
 
 
+def as_mask_stack(x, name: str = "mask", shape: tuple[int, int] | None = None) -> np.ndarray:
+    """A stack of binary masks ([N, H, W], one per channel; an [H, W] mask is one channel) as bool [N, H, W].
+
+    N may be 0 (no channel: e.g. one channel per kept box and no box kept)."""
+    array = convert_to_numpy(x, wrap_sequence=True)
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3:
+        raise GroundingInputError(f"{name}: expected masks of shape [N, H, W] or [H, W], got {tuple(array.shape)}.")
+    if shape is not None and tuple(array.shape[1:]) != tuple(shape):
+        raise GroundingInputError(f"{name}: mask shape {tuple(array.shape[1:])} does not match the image shape {tuple(shape)}.")
+    if array.dtype != bool and array.size:
+        values = np.unique(array) if array.size <= 4096 else _fast_unique(array)
+        if not set(values.tolist()) <= {0, 1} and not set(values.tolist()) <= {0, 255}:
+            raise GroundingInputError(f"{name}: mask is not binary (values {values[:6].tolist()}...); threshold it first.")
+    return array > 0 if array.dtype != bool else array
+
+
+def bbox_of(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Like `mask_bbox`, with OpenCV (one pass, no temporary arrays): fast for a sparse mask in a large image."""
+    c, r, w, h = cv2.boundingRect(np.ascontiguousarray(mask).view(np.uint8))
+    return None if w == 0 else (r, c, r + h, c + w)
+
+
 def _fast_unique(array: np.ndarray) -> np.ndarray:
     if array.dtype == np.uint8:
         return np.flatnonzero(np.bincount(array.ravel(), minlength=256))
@@ -173,8 +197,13 @@ def masks_from_mapping(anatomy, labels: Sequence[str], shape, key: str) -> dict[
 
 
 def like(output: np.ndarray, reference):
-    """Return ``output`` as the container type of ``reference`` ([1, H, W]); MetaTensor metadata is kept."""
-    output = output[None]
+    """Return ``output`` in the container type and layout of ``reference``; MetaTensor metadata is kept.
+
+    A 2-D ``output`` comes back as [H, W] when ``reference`` is [H, W] and as [1, H, W] otherwise (a
+    channel-first reference, or one without a shape); a 3-D ``output`` (a stack of channels) is kept as is.
+    """
+    if output.ndim == 2 and getattr(reference, "ndim", None) != 2:
+        output = output[None]
     if isinstance(reference, torch.Tensor):
         tensor = torch.as_tensor(output, device=reference.device)
         if hasattr(reference, "meta"):

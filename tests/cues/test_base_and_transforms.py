@@ -11,7 +11,10 @@ from monai_ils import vocab
 from monai_ils.cues import base
 from monai_ils.cues.base import Boxes, CueError, MissingWeightsError, get_backend
 from monai_ils.cues.transforms import (
+    AnatomyMasks,
     AnatomyMasksd,
+    Counterfactual,
+    DetectLesionBoxes,
     Counterfactuald,
     CrossCheckAnatomy,
     CrossCheckAnatomyd,
@@ -141,3 +144,82 @@ def test_contrast_reference_makes_the_anomaly_signal_window_invariant():
     assert ref[1] == pytest.approx(ref[0], rel=0.05)
     with pytest.raises(ValueError, match="contrast_reference"):
         ClassicalCounterfactual(contrast_reference=3)
+
+
+# ----------------------------------------------------------------------------------------------
+# MONAI conventions
+# ----------------------------------------------------------------------------------------------
+def test_cue_backend_object_is_cue_backend_and_backend_is_monais_attribute():
+    from monai.utils import TransformBackends
+
+    from monai_ils.cues.classical_anatomy import ClassicalAnatomy
+
+    own = ClassicalAnatomy()
+    for transform, kind in ((AnatomyMasks(own), "ClassicalAnatomy"), (Counterfactual(), "ClassicalCounterfactual"),
+                            (DetectLesionBoxes(), "ClassicalBoxes")):
+        assert type(transform.cue_backend).__name__ == kind
+        assert transform.backend == [TransformBackends.NUMPY]  # the class attribute, not shadowed by the cue backend
+    assert AnatomyMasks(own).cue_backend is own  # an object passed as `backend` is used as is
+    for cls in (AnatomyMasksd, Counterfactuald, DetectLesionBoxesd, CrossCheckAnatomy, CrossCheckAnatomyd):
+        assert cls.backend == [TransformBackends.NUMPY]
+
+
+@pytest.mark.parametrize("name", ["AnatomyMasks", "Counterfactual", "DetectLesionBoxes", "CrossCheckAnatomy"])
+def test_cue_dictionary_aliases_are_exported(name):
+    import monai_ils.cues as cues
+
+    cls = getattr(cues, name + "d")
+    assert getattr(cues, name + "D") is cls and getattr(cues, name + "Dict") is cls
+
+
+def test_hw_image_gives_hw_cues_equal_to_the_channel_first_ones():
+    image = phantom()
+    masks_chw, masks_hw = AnatomyMasks()(image), AnatomyMasks()(image[0])
+    assert masks_chw["right lung"].shape == (1, 256, 240) and masks_hw["right lung"].shape == (256, 240)
+    for label in masks_chw:
+        np.testing.assert_array_equal(masks_hw[label], masks_chw[label][0])
+    x_chw, x_hw = Counterfactual()(image, masks_chw), Counterfactual()(image[0], masks_hw)
+    assert x_chw.shape == (1, 256, 240) and x_hw.shape == (256, 240)
+    np.testing.assert_array_equal(x_hw, x_chw[0])
+    boxes_chw, boxes_hw = DetectLesionBoxes()(image, counterfactual=x_chw), DetectLesionBoxes()(image[0], counterfactual=x_hw)
+    np.testing.assert_array_equal(boxes_hw.boxes, boxes_chw.boxes)
+
+
+def test_cue_dictionaries_transform_each_key_and_batch_each_key():
+    plain, shifted = phantom(lesion=None), phantom(lesion=(150, 170, 12))  # no opacity / one in the left lung
+    data = {"image": plain, "image2": shifted}
+    keys = ["image", "image2"]
+    chain = [AnatomyMasksd(keys=keys, anatomy_key=["anatomy", "anatomy2"]),
+             Counterfactuald(keys=keys, counterfactual_key=["cf", "cf2"], anatomy_key=["anatomy", "anatomy2"]),
+             DetectLesionBoxesd(keys=keys, boxes_key=["b", "b2"], scores_key=["s", "s2"], classes_key=["c", "c2"],
+                                counterfactual_key=["cf", "cf2"], anatomy_key=["anatomy", "anatomy2"])]
+    out = dict(data)
+    for transform in chain:
+        out = transform(out)
+    # each key's cues are the single-key cues of that image
+    alone = DetectLesionBoxesd()(Counterfactuald()(AnatomyMasksd()({"image": shifted})))
+    for label in alone["anatomy"]:
+        np.testing.assert_array_equal(out["anatomy2"][label], alone["anatomy"][label])
+    np.testing.assert_array_equal(out["cf2"], alone["counterfactual"])
+    np.testing.assert_array_equal(out["b2"], alone["boxes"])
+    assert len(out["b"]) == 0 and len(out["b2"]) >= 1
+    x0, y0, x1, y1 = out["b2"][0]
+    assert x0 <= 170 <= x1 and y0 <= 150 <= y1
+    batched = [data]
+    for transform in chain:
+        batched = transform.batch(batched)
+    np.testing.assert_array_equal(batched[0]["b2"], out["b2"])
+    with pytest.raises(ValueError, match="give one anatomy_key per key"):
+        AnatomyMasksd(keys=keys)
+
+
+@pytest.mark.parametrize("cls", [AnatomyMasksd, Counterfactuald, DetectLesionBoxesd])
+def test_cue_dictionaries_allow_missing_keys(cls):
+    data = {"image": phantom()}
+    out = cls(keys="absent", allow_missing_keys=True)(data)
+    assert set(out) == {"image"}
+    assert cls(keys="absent", allow_missing_keys=True).batch([data]) == [data]
+    with pytest.raises(KeyError, match="absent"):
+        cls(keys="absent")(data)
+    with pytest.raises(KeyError, match="absent"):
+        cls(keys="absent").batch([data])

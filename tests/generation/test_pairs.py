@@ -145,9 +145,18 @@ def test_ungrounded_or_empty_mask_gives_no_positive():
 # ----------------------------------------------------------------------------------------------
 # negatives
 # ----------------------------------------------------------------------------------------------
+def test_cardiomegaly_negatives_follow_the_one_rule_with_the_generators_threshold():
+    from monai_ils.generation.qc import cardiomegaly_negative_allowed
+
+    strict = PairGenerator(seed=3, max_ctr=0.40)
+    for ctr in (0.39, 0.40, 0.41, None, float("inf")):
+        has = any(s.target == "cardiomegaly" for s in strict(study([], empty=None, ctr=ctr)).negatives)
+        assert has == cardiomegaly_negative_allowed(ctr, 0.40) == (ctr is not None and ctr <= 0.40)
+
+
 def test_normal_study_one_negative_per_lesion_and_cardiomegaly_needs_ctr():
     generator = PairGenerator(seed=3)
-    for ctr, expect_cardio in ((0.40, True), (0.45, True), (0.46, False), (None, False)):
+    for ctr, expect_cardio in ((0.40, True), (0.45, True), (0.46, False), (None, False), (float("nan"), False)):
         pairs = generator(study([], empty=None, ctr=ctr))
         targets = [s.target for s in pairs.negatives if s.question_type != "lesion_inference"]
         assert sorted(targets) == sorted(t for t in

@@ -53,16 +53,23 @@ def test_anomaly_map_reads_i_max_from_metadata_and_removes_noise():
 
 def test_components_keep_whole_islands_that_touch_a_box():
     anomaly = rect(10, 30, 10, 30) | rect(50, 60, 50, 60) | rect(100, 110, 100, 110)
-    out = IntersectingComponents()(anomaly, np.array([[25, 25, 27, 27], [55, 55, 56, 56.0]]))
-    np.testing.assert_array_equal(out, rect(10, 30, 10, 30) | rect(50, 60, 50, 60))
-    assert not IntersectingComponents()(anomaly, np.zeros((0, 4))).any()
+    boxes = np.array([[25, 25, 27, 27], [55, 55, 56, 56.0]])
+    per_box = IntersectingComponents()(anomaly, boxes)  # one channel per kept box (Algorithm 1 line 9)
+    np.testing.assert_array_equal(per_box, np.concatenate([rect(10, 30, 10, 30), rect(50, 60, 50, 60)]))
+    pooled = IntersectingComponents(per_box=False)(anomaly, boxes)
+    np.testing.assert_array_equal(pooled, rect(10, 30, 10, 30) | rect(50, 60, 50, 60))
+    assert IntersectingComponents()(anomaly, np.zeros((0, 4))).shape == (0, *SHAPE)
+    assert not IntersectingComponents(per_box=False)(anomaly, np.zeros((0, 4))).any()
+    # a component touching two boxes is in both channels
+    both = IntersectingComponents()(anomaly, np.array([[12, 12, 13, 13], [28, 28, 29, 29.0]]))
+    np.testing.assert_array_equal(both, np.concatenate([rect(10, 30, 10, 30)] * 2))
 
 
 def test_components_use_8_connectivity():
     anomaly = np.zeros((1, 10, 10), bool)
     anomaly[0, 2, 2] = anomaly[0, 3, 3] = True  # diagonal neighbours: one component
     out = IntersectingComponents()(anomaly, np.array([[2, 2, 3, 3.0]]))
-    assert int(out.sum()) == 2
+    assert out.shape == (1, 10, 10) and int(out.sum()) == 2
 
 
 def test_refine_removes_noise_and_small_components():
@@ -84,9 +91,59 @@ def test_refine_expands_to_similar_intensity_inside_the_region():
 
 
 def test_refine_fills_effusion_down_to_the_costophrenic_angle():
-    lung = anatomy()["right lung"]  # rows 20:180
-    out = RefineLesionMask(noise_radius=0, expand_iterations=0)(rect(150, 160, 30, 60), base_lungs={"right lung": lung})
-    np.testing.assert_array_equal(out, rect(150, 180, 10, 90))
+    masks = anatomy()  # right lung rows 20:180, cols 10:90; its base zone rows 120:180
+    lung, zone = {"right lung": masks["right lung"]}, {"right lung": masks["right lung base"]}
+    refine = RefineLesionMask(noise_radius=0, expand_iterations=0)
+    # inside the base zone: the lung from the effusion's top row (150) down to the lung's lowest row
+    np.testing.assert_array_equal(refine(rect(150, 160, 30, 60), base_lungs=lung, base_zones=zone), rect(150, 180, 10, 90))
+    # an effusion reaching up to row 100 (mid zone): the fill stops at the base zone's top row (120), so the
+    # mid zone beside the lesion (rows 100:120, cols 10:30 and 60:90) is not added; the old rule added it
+    out = refine(rect(100, 130, 30, 60), base_lungs=lung, base_zones=zone)
+    np.testing.assert_array_equal(out, rect(100, 130, 30, 60) | rect(120, 180, 10, 90))
+    assert int(out.sum()) == 30 * 30 + 60 * 80 - 10 * 30
+    # a lesion that does not reach the base zone gets no fill
+    np.testing.assert_array_equal(refine(rect(60, 80, 30, 60), base_lungs=lung, base_zones=zone), rect(60, 80, 30, 60))
+    with pytest.raises(GroundingInputError, match=r"base_zones: no base-zone mask for base lung\(s\) \['right lung'\]"):
+        refine(rect(150, 160, 30, 60), base_lungs=lung)
+
+
+def _dense_and_faint():
+    """A dense lesion (200) in the right lung and a faint one (100) in the left, background 50; the anomaly
+    map holds a 20x20 core of the dense one and a 10x10 core of the faint one, one kept box on each."""
+    image = np.full((1, *SHAPE), 50.0, np.float32)
+    image[0, 30:70, 20:60] = 200.0  # the dense lesion's true extent (right lung)
+    image[0, 120:150, 130:170] = 100.0  # the faint lesion's true extent (left lung)
+    anomaly = rect(40, 60, 30, 50) | rect(130, 140, 140, 150)
+    boxes = np.array([[30, 40, 50, 60], [140, 130, 150, 140.0]])  # xyxy
+    return image, anomaly, boxes
+
+
+def test_refine_per_box_grows_a_faint_lesion_beside_a_dense_one():
+    image, anomaly, boxes = _dense_and_faint()
+    region = anatomy()["right lung"] | anatomy()["left lung"]
+    # tolerance 0.1 * 255 = 25.5 grey levels
+    refine = RefineLesionMask(noise_radius=0, min_component_size=0, expand_iterations=100, intensity_tolerance=0.1)
+    per_box = refine(IntersectingComponents()(anomaly, boxes), image, region, max_intensity=255)
+    # each box's components grow with their own mean: 200 into the dense extent, 100 into the faint one
+    np.testing.assert_array_equal(per_box, rect(30, 70, 20, 60) | rect(120, 150, 130, 170))
+    # pooled (the old behaviour): one mean (400 * 200 + 100 * 100) / 500 = 180; |200 - 180| = 20 <= 25.5 grows the
+    # dense one, |100 - 180| = 80 keeps the faint one at its 10x10 core
+    pooled = refine(IntersectingComponents(per_box=False)(anomaly, boxes), image, region, max_intensity=255)
+    np.testing.assert_array_equal(pooled, rect(30, 70, 20, 60) | rect(130, 140, 140, 150))
+
+
+def test_refine_dictionary_refines_each_kept_box_and_fills_only_the_base_boxes():
+    image, anomaly, boxes = _dense_and_faint()
+    masks = anatomy()
+    data = {"image": image, "anomaly": anomaly, "kept_boxes": boxes, "anatomy": masks, "lesion_type": "effusion",
+            "kept_box_locations": [["right upper zone lung"], ["left lung base"]]}
+    chain = Compose([IntersectingComponentsd(), RefineLesionMaskd(noise_radius=0, min_component_size=0, expand_iterations=100,
+                                                                  intensity_tolerance=0.1, max_intensity=255)])
+    out = chain(data)
+    assert out["components"].shape == (2, *SHAPE)
+    # box 1 (upper zone): the dense lesion grown, no fill; box 2 (left base): faint lesion grown to rows 120:150,
+    # then the left lung (cols 110:190) from row 120 (its top, = the base zone's top) to 180
+    np.testing.assert_array_equal(out["lesion_mask"], rect(30, 70, 20, 60) | rect(120, 180, 110, 190))
 
 
 def test_verify_locations_grounded_ungrounded_and_empty():

@@ -41,14 +41,15 @@ def test_opening_removes_a_thin_strip_at_the_image_border():
     expected[10:30, 15:35] = True
     assert np.array_equal(anomaly, expected)
     refined = RefineLesionMask(noise_radius=1, min_component_size=0, expand_iterations=0)(image[0] > 0)
-    assert np.array_equal(refined[0], expected)
+    assert refined.shape == (40, 40) and np.array_equal(refined, expected)  # [H, W] in, [H, W] out
 
 
 def test_refine_never_writes_into_the_callers_arrays():
     mask = np.zeros((200, 200), bool)
     mask[150:160, 20:40] = True
-    lung = rect(20, 180, 10, 90)
-    before, lung_before = mask.copy(), lung.copy()
-    out = RefineLesionMask(noise_radius=0, min_component_size=0, expand_iterations=0)(mask, base_lungs={"right lung": lung})
-    assert out[0].sum() > before.sum()  # the base fill grew the output ...
-    assert np.array_equal(mask, before) and np.array_equal(lung, lung_before)  # ... not the inputs
+    lung, zone = rect(20, 180, 10, 90), rect(120, 180, 10, 90)
+    before, lung_before, zone_before = mask.copy(), lung.copy(), zone.copy()
+    out = RefineLesionMask(noise_radius=0, min_component_size=0, expand_iterations=0)(
+        mask, base_lungs={"right lung": lung}, base_zones={"right lung": zone})
+    assert out.sum() > before.sum()  # the base fill grew the output ...
+    assert np.array_equal(mask, before) and np.array_equal(lung, lung_before) and np.array_equal(zone, zone_before)  # ... not the inputs

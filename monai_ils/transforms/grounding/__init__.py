@@ -10,9 +10,21 @@ from .array import (
 )
 from .dictionary import (
     AnomalyMapd,
+    AnomalyMapD,
+    AnomalyMapDict,
     CardiothoracicRatiod,
+    CardiothoracicRatioD,
+    CardiothoracicRatioDict,
     FilterLesionBoxesd,
+    FilterLesionBoxesD,
+    FilterLesionBoxesDict,
     IntersectingComponentsd,
+    IntersectingComponentsD,
+    IntersectingComponentsDict,
     RefineLesionMaskd,
+    RefineLesionMaskD,
+    RefineLesionMaskDict,
     VerifyLocationsd,
+    VerifyLocationsD,
+    VerifyLocationsDict,
 )

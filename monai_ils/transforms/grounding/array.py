@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from monai.transforms import Transform
+from monai.utils import TransformBackends
 
 from monai_ils import vocab
 from monai_ils.transforms import utils as U
@@ -29,6 +30,8 @@ class AnomalyMap(Transform):
             (Appendix A.5); 0 disables it.
         return_score: also return x_ano.
     """
+
+    backend = [TransformBackends.NUMPY]
 
     def __init__(self, lesion_type: str = "opacity", thresholds=None, max_intensity: float | None = None,
                  noise_radius: int = 1, return_score: bool = False):
@@ -87,6 +90,8 @@ class FilterLesionBoxes(Transform):
     Every count comes from a summed-area table, so the cost per box does not grow with the image.
     """
 
+    backend = [TransformBackends.NUMPY]
+
     def __init__(self, lesion_type: str = "opacity", thresholds=None):
         self.lesion_type = vocab.check_lesion_type(lesion_type)
         self.thresholds = thresholds
@@ -128,36 +133,67 @@ def _iou(intersection: np.ndarray, box_area: np.ndarray, mask_area: int) -> np.n
 
 
 class IntersectingComponents(Transform):
-    """The connected components (8-connected) of A that intersect at least one kept box.
+    """The connected components (8-connected) of A that intersect the kept boxes (Algorithm 1, line 9).
 
     Whole components are kept, not their part inside the box: the box only selects the island.
+
+    Args:
+        per_box: True (default, Algorithm 1): one channel per kept box, channel j holding the components
+            of A that intersect box j, shape [N, H, W] for N kept boxes ([0, H, W] when none is kept); a
+            component that touches two boxes is in both channels. `RefineLesionMask` then refines each
+            channel with its own statistics and takes the union (lines 10-12). False: the union of those
+            components, shaped like ``anomaly`` ([H, W] or [1, H, W]); refining it pools every box's
+            components into one mean intensity, which is not what the paper does.
     """
+
+    backend = [TransformBackends.NUMPY]
+
+    def __init__(self, per_box: bool = True):
+        self.per_box = bool(per_box)
 
     def __call__(self, anomaly, boxes):
         a_mask = U.as_mask(anomaly, "anomaly")
         boxes, _ = U.as_boxes(boxes, "kept_boxes")
-        out = np.zeros_like(a_mask)
-        if len(boxes) and a_mask.any():
+        bounds = U.box_pixel_bounds(boxes, a_mask.shape)
+        groups = np.zeros((len(bounds), *a_mask.shape), dtype=bool)
+        if len(bounds) and a_mask.any():
             count, labels = U.label_components(a_mask)
-            keep = np.zeros(count, dtype=bool)
-            for r0, c0, r1, c1 in U.box_pixel_bounds(boxes, a_mask.shape):
+            index = np.flatnonzero(a_mask)  # anomaly maps are sparse: look labels up only where A is set
+            pixel_labels = labels.ravel()[index]
+            for j, (r0, c0, r1, c1) in enumerate(bounds):
+                keep = np.zeros(count, dtype=bool)
                 keep[labels[r0:r1, c0:c1]] = True
-            keep[0] = False
-            out = U.keep_labels(a_mask, labels, keep)
-        return U.like(out, anomaly)
+                keep[0] = False
+                groups[j].ravel()[index[keep[pixel_labels]]] = True
+        if self.per_box:
+            return U.like(groups, anomaly)
+        return U.like(groups.any(axis=0) if len(groups) else np.zeros_like(a_mask), anomaly)
 
 
 class RefineLesionMask(Transform):
-    """Post-process a grounded mask (Appendix A.5).
+    """Refine the components selected for each kept box and take the union (Algorithm 1 lines 10-12, Appendix A.5).
+
+    ``mask`` is a stack [N, H, W] of component groups, one per kept box (`IntersectingComponents` with
+    ``per_box=True``), or a single mask [H, W] / [1, H, W] refined as one group. Each non-empty group is
+    refined on its own, with its own statistics:
 
     1. noise removal: erosion then dilation with radius ``noise_radius``;
     2. components smaller than ``min_component_size`` pixels are dropped;
     3. expansion: up to ``expand_iterations`` times, neighbouring pixels (inside ``region`` when given,
-       e.g. the lungs) join when their intensity is within ``intensity_tolerance`` × I_max of the
-       mask's mean intensity;
-    4. effusion at a lung base: the part of that lung from the effusion's top row down to the lung's
-       lowest row (the costophrenic angle) is added, for each lung passed in ``base_lungs``.
+       e.g. the lungs) join when their intensity is within ``intensity_tolerance`` × I_max of *this group's*
+       mean intensity, so a faint lesion next to a dense one grows into its own faint surroundings;
+    4. effusion at a lung base, for each lung of ``base_lungs`` (a mapping lung name -> lung mask for every
+       group, or a sequence of such mappings, one per group): when the refined group reaches that lung's base
+       zone (``base_zones[lung name]``), the lower portion of the lung is added: the lung's pixels from
+       row max(the group's top row in that lung, the base zone's top row) down to the lung's lowest row
+       (the costophrenic angle). The base zone bounds the fill, so a tall effusion box does not pull in the
+       mid or upper lung; the lung mask (HybridGNet in the paper) gives its shape.
+
+    The result is the union of the refined groups, shaped [H, W] for an [H, W] input and [1, H, W] otherwise
+    (an [N, H, W] stack is reduced to its union); a MetaTensor input gives a MetaTensor with its metadata.
     """
+
+    backend = [TransformBackends.NUMPY]
 
     def __init__(self, noise_radius: int = 2, min_component_size: int = 16, expand_iterations: int = 8,
                  intensity_tolerance: float = 0.03, max_intensity: float | None = None):
@@ -169,54 +205,100 @@ class RefineLesionMask(Transform):
         self.intensity_tolerance = float(intensity_tolerance)
         self.max_intensity = max_intensity
 
-    def __call__(self, mask, img=None, region=None, base_lungs: Mapping | None = None, max_intensity: float | None = None):
-        lesion = U.as_mask(mask, "mask").copy()  # never write into the caller's array
-        lesion = U.remove_noise(lesion, self.noise_radius)
-        box = U.mask_bbox(lesion)
-        if self.min_component_size > 1 and box is not None:
-            window = slice(box[0], box[2]), slice(box[1], box[3])
-            count, labels = U.label_components(np.ascontiguousarray(lesion[window]))
-            keep = U.component_sizes(labels, count) >= self.min_component_size
-            keep[0] = False
-            lesion = lesion.copy()
-            lesion[window] = keep[labels]
-        allowed = None if region is None else U.as_mask(region, "region", lesion.shape)
-        if img is not None and self.expand_iterations and lesion.any():
+    def __call__(self, mask, img=None, region=None, base_lungs: Mapping | Sequence[Mapping] | None = None,
+                 max_intensity: float | None = None, base_zones: Mapping | None = None):
+        groups = U.as_mask_stack(mask, "mask")  # only read: the caller's array is never written
+        shape = groups.shape[1:]
+        allowed = None if region is None else U.as_mask(region, "region", shape)
+        per_group = _base_lungs_per_group(base_lungs, len(groups), shape)
+        zones = _base_zones(base_zones, per_group, shape)
+        image = tolerance = None
+        if img is not None and self.expand_iterations and groups.any():
             image = U.as_image(img, "image")
+            if image.shape != shape:
+                raise GroundingInputError(f"image: shape {image.shape} does not match the mask shape {shape}.")
             i_max = max_intensity or self.max_intensity or _meta(img, "max_intensity")
             if not i_max:
                 raise GroundingInputError("image: I_max unknown; set max_intensity or load the image with LoadCXR.")
-            lesion = self._expand(lesion, image, allowed, self.intensity_tolerance * float(i_max))
-        for name, lung in (base_lungs or {}).items():
-            lesion |= _fill_to_lung_base(lesion, U.as_mask(lung, f"base_lungs[{name!r}]", lesion.shape))
-        return U.like(lesion, mask)
+            tolerance = self.intensity_tolerance * float(i_max)
+        out = np.zeros(shape, dtype=bool)
+        for group, lungs in zip(groups, per_group):
+            box = U.bbox_of(group)
+            if box is None:  # Algorithm 1 line 10: an empty C adds nothing
+                continue
+            window, crop = self._refine(group, box, image, allowed, tolerance)
+            if not lungs:
+                out[window] |= crop
+                continue
+            refined = np.zeros(shape, dtype=bool)
+            refined[window] = crop
+            for name, lung in lungs.items():
+                refined |= _fill_to_lung_base(refined, lung, zones[name])
+            out |= refined
+        return U.like(out, mask)
 
-    def _expand(self, lesion, image, allowed, tolerance):
-        """Grow by one pixel per iteration into similar pixels; work in the lesion's box plus the reach."""
-        r0, c0, r1, c1 = U.mask_bbox(lesion)
-        n = self.expand_iterations
+    def _refine(self, group: np.ndarray, box, image, allowed, tolerance):
+        """Steps 1-3 on one group, inside its bounding box grown by the expansion's reach: (window, refined crop)."""
+        r0, c0, r1, c1 = box
+        n = self.expand_iterations if image is not None else 0
         window = slice(max(r0 - n, 0), r1 + n), slice(max(c0 - n, 0), c1 + n)
-        crop, pixels = lesion[window], image[window]
-        similar = np.abs(pixels - float(pixels[crop].mean())) <= tolerance
-        if allowed is not None:
-            similar &= allowed[window]
-        for _ in range(n):
-            grown = (U.dilate(crop) & similar) | crop
-            if np.array_equal(grown, crop):
-                break
-            crop = grown
-        out = lesion.copy()
-        out[window] = crop
-        return out
+        # the opening only looks at the group's own pixels and the background around them, so working in the
+        # window (group pixels never touch its edge unless the image ends there) gives the full-image result
+        crop = U.remove_noise(np.ascontiguousarray(group[window]), self.noise_radius)
+        if self.min_component_size > 1 and crop.any():
+            count, labels = U.label_components(crop)
+            keep = U.component_sizes(labels, count) >= self.min_component_size
+            keep[0] = False
+            crop = keep[labels]
+        if n and crop.any():
+            pixels = image[window]
+            similar = np.abs(pixels - float(pixels[crop].mean())) <= tolerance
+            if allowed is not None:
+                similar &= allowed[window]
+            for _ in range(n):
+                grown = (U.dilate(crop) & similar) | crop
+                if np.array_equal(grown, crop):
+                    break
+                crop = grown
+        return window, crop
 
 
-def _fill_to_lung_base(lesion: np.ndarray, lung: np.ndarray) -> np.ndarray:
+def _base_lungs_per_group(base_lungs, groups: int, shape) -> list[dict[str, np.ndarray]]:
+    """``base_lungs`` as one {lung name: bool mask} per group (a single mapping applies to every group)."""
+    if base_lungs is None:
+        return [{} for _ in range(groups)]
+    if isinstance(base_lungs, Mapping):
+        lungs = {name: U.as_mask(lung, f"base_lungs[{name!r}]", shape) for name, lung in base_lungs.items()}
+        return [lungs for _ in range(groups)]
+    per_group = list(base_lungs)
+    if len(per_group) != groups:
+        raise GroundingInputError(f"base_lungs: {len(per_group)} mappings for {groups} mask groups; give one per group or one mapping.")
+    return [{name: U.as_mask(lung, f"base_lungs[{j}][{name!r}]", shape) for name, lung in (item or {}).items()}
+            for j, item in enumerate(per_group)]
+
+
+def _base_zones(base_zones, per_group, shape) -> dict[str, np.ndarray]:
+    names = list(dict.fromkeys(name for lungs in per_group for name in lungs))
+    missing = [name for name in names if name not in (base_zones or {})]
+    if missing:
+        raise GroundingInputError(f"base_zones: no base-zone mask for base lung(s) {missing}; the effusion fill is bounded by it.")
+    zones = {name: U.as_mask(base_zones[name], f"base_zones[{name!r}]", shape) for name in names}
+    for name, zone in zones.items():
+        if not zone.any():
+            raise GroundingInputError(f"base_zones[{name!r}]: mask is empty.")
+    return zones
+
+
+def _fill_to_lung_base(lesion: np.ndarray, lung: np.ndarray, zone: np.ndarray) -> np.ndarray:
+    """The lower portion of ``lung`` under ``lesion``: rows from max(lesion top in the lung, base-zone top) down.
+
+    Nothing when the lesion does not reach the lung's base zone."""
     inside = lesion & lung
-    box = U.mask_bbox(inside)
-    if box is None:
+    if not (inside & zone).any():
         return np.zeros_like(lesion)
+    top = max(U.mask_bbox(inside)[0], U.mask_bbox(zone)[0])
     fill = lung.copy()
-    fill[: box[0]] = False
+    fill[:top] = False
     return fill
 
 
@@ -240,6 +322,8 @@ class VerifyLocations(Transform):
     a negative is only claimed for a region that exists in the image.
     """
 
+    backend = [TransformBackends.NUMPY]
+
     def __init__(self, candidates: Sequence[str] = tuple(vocab.INSTRUCTION_LOCATIONS)):
         self.candidates = [vocab.check_anatomy_label(c) for c in candidates]
 
@@ -260,6 +344,8 @@ class VerifyLocations(Transform):
 
 class CardiothoracicRatio(Transform):
     """Heart width over thoracic width (outer extent of both lungs), from binary masks (Appendix D.3)."""
+
+    backend = [TransformBackends.NUMPY]
 
     def __call__(self, right_lung, left_lung, heart) -> float:
         right = U.as_mask(right_lung, "right lung", allow_empty=False)
