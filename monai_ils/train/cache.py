@@ -95,14 +95,18 @@ class FrozenEncoderCache:
         batch_size: int = 4,
         progress: bool = True,
         errors: list | None = None,
+        transform=None,
     ) -> int:
         """Encode every (image, variant) not cached yet; resumable. Returns how many were computed.
 
+        ``transform`` is the training dataset's image transform (``ILSTrainingDataset.transform``; default
+        ``train_image_transform(processor)``), so the cache holds what the dataset would compute.
         An unreadable image raises a CacheError naming it, or, when an ``errors`` list is given, is
         recorded there and skipped (the dataset then reports the samples that use it).
         """
-        from monai_ils.train.dataset import load_image_variant
+        from monai_ils.train.transforms import train_image_transform
 
+        transform = transform if transform is not None else train_image_transform(processor)
         todo = [(p, v) for p in dict.fromkeys(str(p) for p in image_paths) for v in variants if (p, v) not in self]
         model.eval()
         done = 0
@@ -112,7 +116,7 @@ class FrozenEncoderCache:
             kept = []
             for image_path, variant in chunk:
                 try:
-                    rgb = load_image_variant(image_path, variant)
+                    inputs = transform({"image": str(image_path), "variant": int(variant)})
                 except Exception as err:
                     message = f"Cannot encode image {image_path} (variant {variant}): {err}"
                     if errors is None:
@@ -120,11 +124,10 @@ class FrozenEncoderCache:
                     errors.append(message)
                     continue
                 kept.append((image_path, variant))
-                pixels, size = processor.sam_image(rgb)
-                sam.append(pixels)
-                clip.append(processor.vlm_image(rgb))
-                sizes.append(size)
-                originals.append(rgb.shape[:2])
+                sam.append(inputs["sam_pixels"])
+                clip.append(inputs["clip_pixels"])
+                sizes.append(inputs["input_size"])
+                originals.append(inputs["original_size"])
             if not kept:
                 continue
             encoded = model.encode_images(torch.stack(sam), torch.stack(clip), sizes, originals)
