@@ -30,14 +30,39 @@ class CacheError(RuntimeError):
     """A cache folder that does not match the model, or an image that could not be encoded."""
 
 
-def encoder_fingerprint(model: RosaliaModel, processor: RosaliaProcessor) -> str:
-    """Hash of the frozen encoders' configs, preprocessing and a checksum of their weights."""
+def describe_transform(transform) -> list:
+    """Class names and plain settings (str/number/bool/tuple/list attributes, and nested transforms) of a
+    transform or ``Compose``, in order."""
+    from monai.transforms import Transform
+
+    steps = getattr(transform, "transforms", None)
+    if steps is None:
+        steps = [transform]
+    described = []
+    for step in steps:
+        settings = {}
+        for key, value in sorted(vars(step).items()):
+            if key.startswith("_"):
+                continue
+            if isinstance(value, (str, int, float, bool, tuple, list)):
+                settings[key] = value
+            elif isinstance(value, Transform):
+                settings[key] = describe_transform(value)
+        described.append([f"{type(step).__module__}.{type(step).__qualname__}", json.dumps(settings, sort_keys=True, default=str)])
+    return described
+
+
+def encoder_fingerprint(model: RosaliaModel, processor: RosaliaProcessor, transform=None) -> str:
+    """Hash of the frozen encoders' configs, preprocessing (and the training ``transform``'s steps when given)
+    and a checksum of their weights."""
     h = hashlib.sha1()
     cfg = model.config
     h.update(json.dumps([cfg.vision_config, cfg.sam_config, cfg.vision_select_layer, cfg.vision_select_feature], sort_keys=True, default=str).encode())
     h.update(json.dumps(processor.image_processor.to_dict(), sort_keys=True, default=str).encode())
     h.update(json.dumps([processor.settings.sam_img_size, list(processor.settings.sam_pixel_mean), list(processor.settings.sam_pixel_std)]).encode())
     h.update(IMAGE_PATH_VERSION.encode())  # caches encoded under another intensity convention are refused
+    if transform is not None:  # a changed train#preprocessing is a different cache
+        h.update(json.dumps(describe_transform(transform)).encode())
     for module in (model.vision_tower, model.visual_model.image_encoder):
         for name, tensor in sorted(module.state_dict().items()):
             h.update(name.encode())
@@ -62,8 +87,8 @@ class FrozenEncoderCache:
             info.write_text(json.dumps({"fingerprint": fingerprint}))
 
     @classmethod
-    def for_model(cls, folder, model: RosaliaModel, processor: RosaliaProcessor, dtype: torch.dtype = torch.float32):
-        return cls(folder, encoder_fingerprint(model, processor), dtype)
+    def for_model(cls, folder, model: RosaliaModel, processor: RosaliaProcessor, dtype: torch.dtype = torch.float32, transform=None):
+        return cls(folder, encoder_fingerprint(model, processor, transform), dtype)
 
     def path(self, image_path: str, variant: int) -> Path:
         digest = hashlib.sha1(f"{Path(image_path).resolve()}|{int(variant)}".encode()).hexdigest()

@@ -128,3 +128,10 @@ def test_cache_gives_the_same_forward_pass(tiny, tiny_data, tmp_path):
         other.visual_model.image_encoder.patch_embed.proj.weight.add_(1.0)
     with pytest.raises(CacheError, match="other encoder weights"):
         FrozenEncoderCache.for_model(tmp_path / "cache", other, processor)
+    # the training transform is part of the fingerprint: another preprocessing is another cache
+    transform = train_image_transform(processor)
+    FrozenEncoderCache.for_model(tmp_path / "with_transform", model, processor, transform=transform)
+    FrozenEncoderCache.for_model(tmp_path / "with_transform", model, processor, transform=train_image_transform(processor))
+    transform.transforms[0].loader.frontal_check = "raise"
+    with pytest.raises(CacheError, match="other encoder weights or preprocessing"):
+        FrozenEncoderCache.for_model(tmp_path / "with_transform", model, processor, transform=transform)
