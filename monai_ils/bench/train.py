@@ -14,7 +14,6 @@ import resource
 import sys
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -58,13 +57,8 @@ def _build(folder: Path, args):
 
 
 def _measure(trainer, args, device) -> dict:
-    from torch.utils.data import DataLoader
-
-    from monai_ils.train.dataset import collate_ils
-
-    collate = partial(collate_ils, pad_token_id=trainer.processor.tokenizer.pad_token_id)
     trainer.dataset.set_epoch(0)
-    loader = DataLoader(trainer.dataset, batch_sampler=trainer.sampler, collate_fn=collate)
+    loader = trainer.loader  # the bundle's train#dataloader (preprocessing, 1:1 sampler, collate)
     times, data_times = [], []
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()

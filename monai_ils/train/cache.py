@@ -30,14 +30,39 @@ class CacheError(RuntimeError):
     """A cache folder that does not match the model, or an image that could not be encoded."""
 
 
-def encoder_fingerprint(model: RosaliaModel, processor: RosaliaProcessor) -> str:
-    """Hash of the frozen encoders' configs, preprocessing and a checksum of their weights."""
+def describe_transform(transform) -> list:
+    """Class names and plain settings (str/number/bool/tuple/list attributes, and nested transforms) of a
+    transform or ``Compose``, in order."""
+    from monai.transforms import Transform
+
+    steps = getattr(transform, "transforms", None)
+    if steps is None:
+        steps = [transform]
+    described = []
+    for step in steps:
+        settings = {}
+        for key, value in sorted(vars(step).items()):
+            if key.startswith("_"):
+                continue
+            if isinstance(value, (str, int, float, bool, tuple, list)):
+                settings[key] = value
+            elif isinstance(value, Transform):
+                settings[key] = describe_transform(value)
+        described.append([f"{type(step).__module__}.{type(step).__qualname__}", json.dumps(settings, sort_keys=True, default=str)])
+    return described
+
+
+def encoder_fingerprint(model: RosaliaModel, processor: RosaliaProcessor, transform=None) -> str:
+    """Hash of the frozen encoders' configs, preprocessing (and the training ``transform``'s steps when given)
+    and a checksum of their weights."""
     h = hashlib.sha1()
     cfg = model.config
     h.update(json.dumps([cfg.vision_config, cfg.sam_config, cfg.vision_select_layer, cfg.vision_select_feature], sort_keys=True, default=str).encode())
     h.update(json.dumps(processor.image_processor.to_dict(), sort_keys=True, default=str).encode())
     h.update(json.dumps([processor.settings.sam_img_size, list(processor.settings.sam_pixel_mean), list(processor.settings.sam_pixel_std)]).encode())
     h.update(IMAGE_PATH_VERSION.encode())  # caches encoded under another intensity convention are refused
+    if transform is not None:  # a changed train#preprocessing is a different cache
+        h.update(json.dumps(describe_transform(transform)).encode())
     for module in (model.vision_tower, model.visual_model.image_encoder):
         for name, tensor in sorted(module.state_dict().items()):
             h.update(name.encode())
@@ -62,8 +87,8 @@ class FrozenEncoderCache:
             info.write_text(json.dumps({"fingerprint": fingerprint}))
 
     @classmethod
-    def for_model(cls, folder, model: RosaliaModel, processor: RosaliaProcessor, dtype: torch.dtype = torch.float32):
-        return cls(folder, encoder_fingerprint(model, processor), dtype)
+    def for_model(cls, folder, model: RosaliaModel, processor: RosaliaProcessor, dtype: torch.dtype = torch.float32, transform=None):
+        return cls(folder, encoder_fingerprint(model, processor, transform), dtype)
 
     def path(self, image_path: str, variant: int) -> Path:
         digest = hashlib.sha1(f"{Path(image_path).resolve()}|{int(variant)}".encode()).hexdigest()
@@ -95,14 +120,18 @@ class FrozenEncoderCache:
         batch_size: int = 4,
         progress: bool = True,
         errors: list | None = None,
+        transform=None,
     ) -> int:
         """Encode every (image, variant) not cached yet; resumable. Returns how many were computed.
 
+        ``transform`` is the training dataset's image transform (``ILSTrainingDataset.transform``; default
+        ``train_image_transform(processor)``), so the cache holds what the dataset would compute.
         An unreadable image raises a CacheError naming it, or, when an ``errors`` list is given, is
         recorded there and skipped (the dataset then reports the samples that use it).
         """
-        from monai_ils.train.dataset import load_image_variant
+        from monai_ils.train.transforms import train_image_transform
 
+        transform = transform if transform is not None else train_image_transform(processor)
         todo = [(p, v) for p in dict.fromkeys(str(p) for p in image_paths) for v in variants if (p, v) not in self]
         model.eval()
         done = 0
@@ -112,7 +141,7 @@ class FrozenEncoderCache:
             kept = []
             for image_path, variant in chunk:
                 try:
-                    rgb = load_image_variant(image_path, variant)
+                    inputs = transform({"image": str(image_path), "variant": int(variant)})
                 except Exception as err:
                     message = f"Cannot encode image {image_path} (variant {variant}): {err}"
                     if errors is None:
@@ -120,11 +149,10 @@ class FrozenEncoderCache:
                     errors.append(message)
                     continue
                 kept.append((image_path, variant))
-                pixels, size = processor.sam_image(rgb)
-                sam.append(pixels)
-                clip.append(processor.vlm_image(rgb))
-                sizes.append(size)
-                originals.append(rgb.shape[:2])
+                sam.append(inputs["sam_pixels"])
+                clip.append(inputs["clip_pixels"])
+                sizes.append(inputs["input_size"])
+                originals.append(inputs["original_size"])
             if not kept:
                 continue
             encoded = model.encode_images(torch.stack(sam), torch.stack(clip), sizes, originals)

@@ -1,10 +1,11 @@
 """Training dataset over MIMIC-ILS samples (``monai_ils.data.ils_format.read_ils_json``).
 
-Each item is one instruction-answer pair on one image, prepared for both branches of ROSALIA:
-the VLM's own image preprocessing and SAM's (longest side to ``sam_img_size``, normalised,
-zero-padded). With probability ``equalize_prob`` the image is histogram-equalised first; the
-choice depends only on (seed, epoch, index), so resumed runs and the frozen-encoder cache see
-the same variant. Any problem with a sample raises a :class:`SampleError` naming it.
+Each item is one instruction-answer pair on one image. The image goes through ``transform`` (a MONAI
+``Compose`` over ``{"image": path, "variant": 0 or 1}``; default :func:`~monai_ils.train.transforms.train_image_transform`:
+the shared image path ``LoadCXRd`` + ``ScaleCXRIntensityd``, equalisation of variant 1, both branches of ROSALIA:
+the VLM's own image preprocessing and SAM's). With probability ``equalize_prob`` the variant is 1; the choice
+depends only on (seed, epoch, index), so resumed runs and the frozen-encoder cache see the same variant. Any
+problem with a sample raises a :class:`SampleError` naming it.
 """
 
 from __future__ import annotations
@@ -16,23 +17,22 @@ import torch
 from torch.utils.data import Dataset
 
 from monai_ils.data.ils_format import ILSSample, read_ils_json
-from monai_ils.models.processing import IGNORE_INDEX, RosaliaProcessor, to_rgb_uint8
-from monai_ils.train.transforms import equalize_histogram_uint8
+from monai_ils.models.processing import IGNORE_INDEX, RosaliaProcessor
+from monai_ils.train.transforms import train_image_transform
+
+IMAGE_INPUT_KEYS = ("sam_pixels", "clip_pixels", "input_size", "original_size")
 
 
 class SampleError(RuntimeError):
     """A training sample that cannot be prepared; the message names the sample and the file."""
 
 
-def load_image_variant(image_path: str, variant: int) -> np.ndarray:
-    """RGB uint8 image; variant 1 is histogram-equalised."""
-    rgb = to_rgb_uint8(image_path)
-    return equalize_histogram_uint8(rgb) if int(variant) == 1 else rgb
-
-
 class ILSTrainingDataset(Dataset):
     """Items: ``input_ids``, ``labels``, ``gt_mask`` [S, S], ``input_size``, ``positive`` and either
     pixels (``sam_pixels``, ``clip_pixels``) or cached encoder outputs (``sam_embeddings``, ``vision_features``).
+
+    ``transform`` must turn ``{"image": path, "variant": v}`` into a dictionary holding ``sam_pixels``,
+    ``clip_pixels``, ``input_size`` and ``original_size`` (default: ``train_image_transform(processor)``).
     """
 
     def __init__(
@@ -43,6 +43,7 @@ class ILSTrainingDataset(Dataset):
         seed: int = 0,
         cache=None,
         on_error: str = "raise",
+        transform=None,
     ):
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}.")
@@ -54,6 +55,7 @@ class ILSTrainingDataset(Dataset):
         self.equalize_prob = float(equalize_prob)
         self.seed = int(seed)
         self.cache = cache
+        self.transform = transform if transform is not None else train_image_transform(processor)
         self.epoch = 0
 
     @classmethod
@@ -83,6 +85,14 @@ class ILSTrainingDataset(Dataset):
     def variant(self, index: int, epoch: int | None = None) -> int:
         rng = np.random.default_rng([self.seed, self.epoch if epoch is None else int(epoch), int(index)])
         return int(rng.random() < self.equalize_prob)
+
+    def image_inputs(self, image_path: str, variant: int) -> dict:
+        """``transform`` applied to one image and variant: ``sam_pixels``, ``clip_pixels``, ``input_size``, ``original_size``."""
+        out = self.transform({"image": str(image_path), "variant": int(variant)})
+        missing = [k for k in IMAGE_INPUT_KEYS if k not in out]
+        if missing:
+            raise KeyError(f"The training transform gave no {missing} for {image_path}; it must end with RosaliaImageInputsd.")
+        return out
 
     def _describe(self, index: int, sample: ILSSample) -> str:
         return f"sample #{index} ({sample.split}/{sample.study_key}, instruction {sample.instruction!r})"
@@ -114,12 +124,11 @@ class ILSTrainingDataset(Dataset):
             item.update(sam_embeddings=entry["sam"], vision_features=entry["vision"], input_size=tuple(int(v) for v in entry["input_size"]))
         else:
             try:
-                rgb = load_image_variant(sample.image_path, variant)
+                inputs = self.image_inputs(sample.image_path, variant)
             except Exception as err:
                 raise SampleError(f"{self._describe(index, sample)}: cannot read image {sample.image_path}: {err}") from err
-            original = rgb.shape[:2]
-            sam_pixels, input_size = self.processor.sam_image(rgb)
-            item.update(sam_pixels=sam_pixels, clip_pixels=self.processor.vlm_image(rgb), input_size=input_size)
+            original = inputs["original_size"]
+            item.update({k: inputs[k] for k in ("sam_pixels", "clip_pixels", "input_size")})
         try:
             mask = sample.load_mask(shape=original)
         except Exception as err:

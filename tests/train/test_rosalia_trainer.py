@@ -14,7 +14,7 @@ from monai_ils.models.lora import load_lora
 from monai_ils.models.testing import build_tiny_rosalia
 from monai_ils.train.trainer import RosaliaTrainer, build_ds_config, export_checkpoint
 
-STEPS, SAVE_AT = 12, 10
+STEPS, SAVE_AT = 12, 6
 COMMON = dict(micro_batch_size=2, lr=3e-3, warmup_steps=1, lora={"r": 8, "alpha": 16}, progress=False, max_steps=STEPS)
 
 
@@ -39,20 +39,36 @@ def test_loss_falls_on_eight_samples(run):
     assert type(opt).__name__ == "AdamW" and opt.param_groups[0]["betas"] == (0.9, 0.95)
 
 
-def test_resume_gives_the_same_next_step_loss(run, tiny_data):
-    _, history, root, folder = run
+def test_resume_is_exact(run, tiny_data):
+    """N steps straight == N/2 steps, save, a new process-like trainer resumed from there, N/2 steps: the same
+    losses step by step and the same weights at the end (loss weights, sampler position and RNG restored)."""
+    trainer, history, root, folder = run
     model, processor = load_pretrained(folder)
     resumed = RosaliaTrainer(
         train_json=tiny_data, output_dir=root / "resumed", model=model, processor=processor, save_every=0,
         resume=root / "out" / "checkpoints", resume_tag=f"global_step{SAVE_AT}", export_merged_model=False,
-        loss_weights={"ce": 1.0, "bce": 1.0, "dice": 1.0}, **(COMMON | {"max_steps": SAVE_AT + 1}),
+        loss_weights={"ce": 1.0, "bce": 1.0, "dice": 1.0}, **COMMON,
     )
-    resumed.setup()
-    assert resumed.loss.weights.to_dict() == {"ce": 0.5, "bce": 5.0, "dice": 1.0}  # the checkpoint's, not the new ones
-    assert resumed.sampler.state_dict()["batch_index"] == SAVE_AT % len(resumed.sampler)
     new = resumed.run()
-    assert new[-1]["step"] == SAVE_AT + 1
-    assert new[-1]["loss"] == pytest.approx(history[SAVE_AT]["loss"], rel=1e-6, abs=1e-7)
+    assert resumed.loss.weights.to_dict() == {"ce": 0.5, "bce": 5.0, "dice": 1.0}  # the checkpoint's, not the new ones
+    assert [h["step"] for h in new] == list(range(1, STEPS + 1))  # the history up to the checkpoint comes with it
+    assert len(resumed.sampler) == 4 and resumed.sampler.state_dict()["epoch"] == 2  # 12 steps of 4 batches: 3 epochs
+    for a, b in zip(history[SAVE_AT:], new[SAVE_AT:]):
+        assert b["step"] == a["step"] and b["lr"] == a["lr"]
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-6, abs=1e-7), (a, b)
+    straight = {k: v for k, v in trainer.model.named_parameters() if v.requires_grad}
+    again = {k: v for k, v in resumed.model.named_parameters() if v.requires_grad}
+    assert straight.keys() == again.keys() and any("lora_" in k for k in straight)
+    for key, value in straight.items():
+        torch.testing.assert_close(again[key], value, rtol=1e-6, atol=1e-7, msg=key)
+
+
+def test_resume_from_a_folder_without_checkpoint_is_refused(tiny_data, tmp_path):
+    model, processor, _ = build_tiny_rosalia(tmp_path / "model")
+    trainer = RosaliaTrainer(train_json=tiny_data, output_dir=tmp_path / "out", model=model, processor=processor,
+                             resume=tmp_path / "empty", **COMMON)
+    with pytest.raises(FileNotFoundError, match="No DeepSpeed checkpoint .*empty"):
+        trainer.run()
 
 
 def test_outputs_adapters_and_merged_model_load(run, tiny_data):

@@ -9,8 +9,9 @@ import torch
 
 from monai_ils.data.ils_format import read_ils_json, write_ils_json
 from monai_ils.train.cache import CacheError, FrozenEncoderCache
-from monai_ils.train.dataset import ILSTrainingDataset, SampleError, collate_ils, load_image_variant
-from monai_ils.train.transforms import equalize_histogram_uint8
+from monai_ils.models.processing import to_rgb_uint8
+from monai_ils.train.dataset import ILSTrainingDataset, SampleError, collate_ils
+from monai_ils.train.transforms import equalize_histogram_uint8, train_image_transform
 
 
 def test_items_have_both_branches_and_masks(tiny, tiny_data):
@@ -41,9 +42,30 @@ def test_equalisation_is_random_but_reproducible(tiny, tiny_data):
     assert variants == [[dataset.variant(i, epoch) for i in range(8)] for epoch in range(4)]
     index = next(i for i in range(8) if dataset.variant(i, 0) == 1)
     item = dataset[index]
-    rgb = equalize_histogram_uint8(load_image_variant(dataset.samples[index].image_path, 0))
+    rgb = equalize_histogram_uint8(to_rgb_uint8(dataset.samples[index].image_path))  # the shared image path, then equalised
     expected, _ = processor.sam_image(rgb)
     torch.testing.assert_close(item["sam_pixels"], expected)
+    torch.testing.assert_close(item["clip_pixels"], processor.vlm_image(rgb))
+    plain = next(i for i in range(8) if dataset.variant(i, 0) == 0)
+    torch.testing.assert_close(dataset[plain]["sam_pixels"], processor.sam_image(to_rgb_uint8(dataset.samples[plain].image_path))[0])
+
+
+def test_preprocessing_compose_is_the_shared_image_path(tiny, tiny_data):
+    """train_image_transform: LoadCXRd + ScaleCXRIntensityd ([1, H, W] uint8), equalisation of variant 1, both branches."""
+    _, processor, _ = tiny
+    path = str(read_ils_json(tiny_data)[0].image_path)
+    transform = train_image_transform(processor)
+    loaded = transform.transforms[1](transform.transforms[0]({"image": path}))["image"]
+    assert tuple(loaded.shape) == (1, 48, 64) and loaded.dtype == torch.uint8 and "filename_or_obj" in loaded.meta
+    grey = loaded[0].numpy()
+    out = transform({"image": path, "variant": 1})
+    assert out["original_size"] == (48, 64) and out["input_size"] == (48, 64)
+    equalised = np.repeat(equalize_histogram_uint8(grey)[..., None], 3, axis=-1)
+    torch.testing.assert_close(out["sam_pixels"], processor.sam_image(equalised)[0])
+    assert torch.equal(out["image"][0], torch.from_numpy(equalize_histogram_uint8(grey)))
+    assert out["image"].meta["filename_or_obj"] == loaded.meta["filename_or_obj"]  # MetaTensor meta kept
+    with pytest.raises(KeyError, match="no 'variant'"):
+        transform.transforms[2]({"image": loaded})
 
 
 def test_bad_samples_name_the_sample(tiny, tiny_data, tmp_path):
@@ -106,3 +128,10 @@ def test_cache_gives_the_same_forward_pass(tiny, tiny_data, tmp_path):
         other.visual_model.image_encoder.patch_embed.proj.weight.add_(1.0)
     with pytest.raises(CacheError, match="other encoder weights"):
         FrozenEncoderCache.for_model(tmp_path / "cache", other, processor)
+    # the training transform is part of the fingerprint: another preprocessing is another cache
+    transform = train_image_transform(processor)
+    FrozenEncoderCache.for_model(tmp_path / "with_transform", model, processor, transform=transform)
+    FrozenEncoderCache.for_model(tmp_path / "with_transform", model, processor, transform=train_image_transform(processor))
+    transform.transforms[0].loader.frontal_check = "raise"
+    with pytest.raises(CacheError, match="other encoder weights or preprocessing"):
+        FrozenEncoderCache.for_model(tmp_path / "with_transform", model, processor, transform=transform)

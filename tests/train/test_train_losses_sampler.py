@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from monai_ils.train import BalancedBatchSampler, EqualizeHistogram, RandEqualizeHistogramd, RosaliaLoss, equalize_histogram_uint8
+from monai_ils.train.transforms import EqualizeHistogramVariantd
 
 
 def test_loss_terms_by_hand():
@@ -81,3 +82,11 @@ def test_histogram_equalisation_by_hand():
     never = RandEqualizeHistogramd(keys="image", prob=0.0)
     assert always({"image": image})["image"].tolist() == [[0, 0], [128, 255]]
     assert never({"image": image})["image"].tolist() == image.tolist()
+    # channel-first, as the shared image path gives it: each channel on its own
+    stacked = np.stack([image, np.full((2, 2), 7, np.uint8)])
+    assert EqualizeHistogram(channel_dim=0)(stacked).tolist() == [[[0, 0], [128, 255]], [[7, 7], [7, 7]]]
+    variant = EqualizeHistogramVariantd(keys="image")
+    assert variant({"image": image[None], "variant": 1})["image"].tolist() == [[[0, 0], [128, 255]]]
+    assert variant({"image": image[None], "variant": 0})["image"].tolist() == [image.tolist()]
+    with pytest.raises(ValueError, match="must be 0 or 1"):
+        variant({"image": image[None], "variant": 2})
