@@ -30,6 +30,10 @@ def default_ds_config() -> dict:
     return json.loads(BUNDLE_DS_CONFIG.read_text())
 
 
+_SELF_LAUNCHED = "MONAI_ILS_SINGLE_PROCESS_PID"
+"""Set beside RANK/WORLD_SIZE when we, not a launcher, made this a one-process group: the pid that did it."""
+
+
 def init_distributed(extensions_dir: str | None = None) -> tuple[int, int]:
     """Start torch.distributed the way DeepSpeed wants; returns (rank, world_size).
 
@@ -41,11 +45,16 @@ def init_distributed(extensions_dir: str | None = None) -> tuple[int, int]:
 
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", extensions_dir or os.path.join(tempfile.gettempdir(), f"monai_ils_torch_ext_{os.getuid()}"))
     if not dist.is_initialized():
-        launched = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+        # variables we set for a single process of our own are inherited by its child processes (a subprocess
+        # started after training): they are not a launcher's, and their MASTER_PORT is the parent's, in use
+        inherited = os.environ.get(_SELF_LAUNCHED, str(os.getpid())) != str(os.getpid())
+        launched = "RANK" in os.environ and "WORLD_SIZE" in os.environ and not inherited
         if not launched:
+            if inherited:
+                os.environ.pop("MASTER_PORT", None)
             os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
             os.environ.setdefault("MASTER_PORT", str(_free_port()))
-            os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+            os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", **{_SELF_LAUNCHED: str(os.getpid())})
         import deepspeed
 
         backend = "nccl" if torch.cuda.is_available() else "gloo"
