@@ -23,14 +23,9 @@ IN_PLACE_MODES = ("L", "RGB")
 
 def export_mode(value, key: str = "export_images"):
     """``"auto"``, True or False from a config value (``true/false/1/0/auto`` in any case); raises naming ``key``."""
-    if isinstance(value, str) and value.strip().lower() == "auto":
-        return "auto"
-    from monai_ils.utils.config import as_bool
+    from monai_ils.utils.config import as_bool_or_auto
 
-    try:
-        return as_bool(value, key)
-    except ValueError:
-        raise ValueError(f"{key} must be auto, true or false (also 1/0, any case), got {value!r}.") from None
+    return as_bool_or_auto(value, key)
 
 
 def readable_in_place(path) -> bool:
