@@ -142,3 +142,21 @@ def test_in_place_images_are_relative_to_the_dataset_folder(tmp_path):
     assert studies["st0001"]["image_path"] == "images/st0001.png"  # 16-bit: OpenCV would shift it to black
     assert not (out / "images" / "st0000.png").exists()
     assert read_grey(out / studies["st0000"]["image_path"]).mean() == 100
+
+
+def test_export_images_true_false_and_a_typo(tmp_path):
+    from monai_ils.data.mimic_cxr import CSVStudyIndex
+    from monai_ils.generation.pairs import PairGenerator
+    from monai_ils.generation.processor import PairsProcessor
+    from monai_ils.generation.qc import StudyQC
+    from monai_ils.generation.runner import GenerationRunner
+    from tests.generation.gen_fixtures import toy_grounder, write_study_csv
+
+    csv_path = write_study_csv(tmp_path / "in", 2)  # image files that do not exist: only the mode decides
+    for mode, expected in (("false", "../in/images/img0000.png"), (True, "images/st0000.png")):
+        out = tmp_path / f"out-{mode}"
+        processor = PairsProcessor(toy_grounder, PairGenerator(seed=5), StudyQC(require_view=False), export_images=mode)
+        GenerationRunner(out, processor, progress=False).run(CSVStudyIndex(csv_path))
+        assert json.loads((out / "dataset.json").read_text())["train"]["st0000"]["image_path"] == expected
+    with pytest.raises(ValueError, match="export_images must be auto, true or false .*got 'sometimes'"):
+        PairsProcessor(toy_grounder, export_images="sometimes")
