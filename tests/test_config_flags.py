@@ -51,4 +51,5 @@ def test_lowercase_false_on_the_command_line_is_false_and_a_typo_is_refused(conf
     while err is not None:
         causes.append(str(err))
         err = err.__cause__
-    assert f"{key} must be true or false (also 1/0, any case), got 'nope'." in causes
+    choices = "auto, true or false" if key == "export_images" else "true or false"  # export_images also takes auto
+    assert f"{key} must be {choices} (also 1/0, any case), got 'nope'." in causes

@@ -1,17 +1,25 @@
 """The dataset layout of ROSALIA / MIMIC-ILS: one reader and one writer for every tool in monai-ils.
 
-JSON layout (what ROSALIA's training code reads, and what our generator writes)::
+JSON layout (what ROSALIA's training code reads, the released MIMIC-ILS schema, and what our generator writes)::
 
-    {split: {study_key: {"image_path": ...,
+    {split: {study_key: {"subject_id", "study_id", "dicom_id", "image_path", "section_name", "section_content",
                          "instruction_answer_pairs": {"positive_pairs": [pair, ...],
                                                       "negative_pairs": [pair, ...]}}}}
 
-where a pair is ``{"instruction", "answer", "target", "seg_mask_path"}`` plus, when we wrote it,
-``question_type``, ``location`` (anatomical labels), ``certainty`` and ``lesion`` (the lesion named by a
-lesion-inference answer). ``target`` is the lesion the pair is about (ROSALIA's "disease", the row of
-Tables 9-11): for a tentative finding the instruction says "opacity" while ``target`` keeps the lesion type.
-Masks are PNGs with foreground 255; negative pairs have an empty mask (we write none: ``seg_mask_path`` is
-null and readers produce an all-zero mask).
+``image_path`` is relative to a base image folder (the JSON's folder for what we write) and names a file OpenCV
+reads (PNG/JPG); ``section_name`` / ``section_content`` are the report section the pairs were made from. A pair is
+``{"pair_id", "type", "instruction", "answer", "target", "seg", "seg_mask_path", "sent_idx"}`` plus
+``reported_location`` and ``grounded_location`` on positives and ``location`` on negatives (the official
+fields, see :data:`STUDY_FIELDS` and :data:`PAIR_FIELDS`), and, when we wrote it, ``location`` on positives too
+(the Table 8 locations the instruction or global answer names), ``certainty`` and ``lesion`` (the lesion named by
+a lesion-inference answer). ``type`` is basic / global / lesion_inference (``ILSSample.question_type``); ``seg``
+is True for positives; ``target`` is the lesion the pair is about (ROSALIA's "disease", the row of Tables 9-11):
+for a tentative finding the instruction says "opacity" while ``target`` keeps the lesion type. ``sent_idx`` is
+the 1-based index of the sentence of ``section_content`` the pair comes from (null when none: an unmentioned
+lesion). Masks are PNGs with foreground 255, relative to a base mask folder (the JSON's folder for what we
+write); negative pairs have an empty mask (we write none: ``seg_mask_path`` is null and readers produce an
+all-zero mask). The reader also takes ``question_type`` for ``type`` (what older versions of monai-ils wrote).
+Study fields and the pair fields that are not :class:`ILSSample` attributes travel in ``ILSSample.extra``.
 
 The reader also accepts the official MIMIC-ILS release, ``{split: {section_id: {"dicom_id", "report",
 "section_qa": {qa_type: [qa_item, ...] or {lesion: [qa_item, ...]}}}}}`` with qa items ``{"question": [...],
@@ -35,6 +43,17 @@ from PIL import Image
 from monai_ils.data.templates import parse_answer, parse_instruction
 
 PathLike = str | os.PathLike
+
+STUDY_FIELDS = ("subject_id", "study_id", "dicom_id", "section_name", "section_content")
+"""Per-study fields of the released schema (besides ``image_path``), kept in ``ILSSample.extra``; ``study_id`` is
+ours (MIMIC-CXR's study). Unknown ones are written as null."""
+
+PAIR_FIELDS = ("pair_id", "type", "instruction", "answer", "target", "seg", "seg_mask_path", "sent_idx")
+"""Per-pair fields of the released schema every pair carries; positives add :data:`POSITIVE_LOCATION_FIELDS`,
+negatives ``location``."""
+
+POSITIVE_LOCATION_FIELDS = ("reported_location", "grounded_location")
+"""Anatomical labels of a positive pair's findings: as reported, and where the mask was verified to lie."""
 
 
 class DatasetFormatError(ValueError):
@@ -64,19 +83,26 @@ class ILSSample:
     lesion: str | None = None
     extra: dict = field(default_factory=dict)
 
-    def to_pair(self, root: Path | None = None) -> dict:
-        """The pair dict of the JSON layout; paths are made relative to ``root`` when inside it."""
+    def to_pair(self, root: Path | None = None, pair_id: str | None = None) -> dict:
+        """The pair dict of the JSON layout (official fields first); paths are made relative to ``root``.
+
+        ``pair_id`` is used when ``extra`` has none. Study fields in ``extra`` are not part of the pair."""
+        extra = {k: v for k, v in self.extra.items() if k not in STUDY_FIELDS}
         pair = {
+            "pair_id": extra.pop("pair_id", None) or pair_id,
+            "type": self.question_type,
             "instruction": self.instruction,
             "answer": self.answer,
             "target": self.target,
+            "seg": bool(self.positive),
             "seg_mask_path": _relative(self.seg_mask_path, root),
-            "question_type": self.question_type,
-            "location": list(self.location),
-            "certainty": self.certainty,
-            "lesion": self.lesion,
+            "sent_idx": extra.pop("sent_idx", None),
         }
-        pair.update(self.extra)
+        if self.positive:
+            for name in POSITIVE_LOCATION_FIELDS:
+                pair[name] = list(extra.pop(name, None) or [])
+        pair.update({"location": list(self.location), "certainty": self.certainty, "lesion": self.lesion})
+        pair.update(extra)
         return pair
 
     def load_mask(self, shape: tuple[int, int] | None = None) -> np.ndarray:
@@ -221,12 +247,15 @@ def _samples_from_entry(split, study_key, study, ctx: _Context) -> Iterator[ILSS
     if not isinstance(pairs, dict):
         raise DatasetFormatError(f"{where}: 'instruction_answer_pairs' must hold 'positive_pairs' and 'negative_pairs'.")
     image_path = _resolve(study["image_path"], ctx.image_root)
+    study_fields = {k: study[k] for k in STUDY_FIELDS if study.get(k) is not None}
     for group, positive in (("positive_pairs", True), ("negative_pairs", False)):
         items = pairs.get(group, [])
         if not isinstance(items, list):
             raise DatasetFormatError(f"{where}/{group}: must be a list of pairs.")
         for index, pair in enumerate(items):
-            yield _sample(split, study_key, image_path, pair, positive, ctx, f"{where}/{group}[{index}]")
+            sample = _sample(split, study_key, image_path, pair, positive, ctx, f"{where}/{group}[{index}]")
+            sample.extra.update(study_fields)
+            yield sample
 
 
 def _release_image(study, ctx: _Context, where) -> str:
@@ -315,7 +344,9 @@ def _location_list(value) -> list[str] | None:
     return None
 
 
-_PAIR_KEYS = {"instruction", "answer", "target", "seg_mask_path", "question_type", "location", "certainty", "lesion", "seg"}
+_PAIR_KEYS = {"instruction", "answer", "target", "seg_mask_path", "question_type", "type", "location", "certainty", "lesion", "seg"}
+_DEFAULT_VALUES = {"pair_id": None, "sent_idx": None, "reported_location": [], "grounded_location": []}
+"""What the writer puts for a field a sample lacks; read back, such a value is not kept in ``extra``."""
 _RECORD_BOOKKEEPING = {"section_id", "study_id", "dicom_id"}
 
 
@@ -327,7 +358,7 @@ def _sample(split, study_key, image_path, pair, positive, ctx: _Context, where) 
         raise DatasetFormatError(f"{where}: missing {missing}.")
     parsed_instruction = parse_instruction(str(pair["instruction"]))
     parsed_answer = parse_answer(str(pair["answer"]))
-    question_type = pair.get("question_type") or (parsed_instruction.question_type if parsed_instruction else None)
+    question_type = pair.get("question_type") or pair.get("type") or (parsed_instruction.question_type if parsed_instruction else None)
     target = pair.get("target")
     if isinstance(target, list):
         target = ", ".join(str(t) for t in target)
@@ -364,7 +395,8 @@ def _sample(split, study_key, image_path, pair, positive, ctx: _Context, where) 
         location=list(location or []),
         certainty=certainty.lower() if isinstance(certainty, str) else certainty,
         lesion=lesion,
-        extra={k: v for k, v in pair.items() if k not in _PAIR_KEYS and k not in _RECORD_BOOKKEEPING},
+        extra={k: v for k, v in pair.items()
+               if k not in _PAIR_KEYS and k not in _RECORD_BOOKKEEPING and not (k in _DEFAULT_VALUES and v == _DEFAULT_VALUES[k])},
     )
 
 
@@ -374,38 +406,45 @@ def _resolve(value, root: Path) -> str:
 
 
 def _relative(value, root: Path | None):
+    """``value`` relative to ``root`` (with ``..`` when outside it: never an absolute path of this machine)."""
     if value is None or root is None:
         return value
-    try:
-        return str(Path(value).resolve().relative_to(Path(root).resolve()))
-    except ValueError:
-        return str(value)
+    return os.path.relpath(Path(value).resolve(), Path(root).resolve())
 
 
 # ------------------------------------------------------------------------------------------------
 # writing
 # ------------------------------------------------------------------------------------------------
-def _study_entry(samples: Iterable[ILSSample], root: Path | None) -> tuple[str, dict] | None:
+def _study_entry(samples: Iterable[ILSSample], root: Path | None, image_root: Path | None = None) -> tuple[str, dict] | None:
     entry = None
     key = None
+    count = 0
     for sample in samples:
         if entry is None:
             key = sample.study_key
-            entry = {"image_path": _relative(sample.image_path, root), "instruction_answer_pairs": {"positive_pairs": [], "negative_pairs": []}}
+            entry = {name: sample.extra.get(name) for name in STUDY_FIELDS}
+            entry["image_path"] = _relative(sample.image_path, image_root or root)
+            entry["instruction_answer_pairs"] = {"positive_pairs": [], "negative_pairs": []}
+            entry = {k: entry[k] for k in ("subject_id", "study_id", "dicom_id", "image_path", "section_name", "section_content", "instruction_answer_pairs")}
         group = "positive_pairs" if sample.positive else "negative_pairs"
-        entry["instruction_answer_pairs"][group].append(sample.to_pair(root))
+        entry["instruction_answer_pairs"][group].append(sample.to_pair(root, pair_id=f"{key}_{count}"))
+        count += 1
     return None if entry is None else (key, entry)
 
 
-def write_ils_json_stream(path: PathLike, splits: Iterable[tuple[str, Iterable[Iterable[ILSSample]]]]) -> Path:
+def write_ils_json_stream(path: PathLike, splits: Iterable[tuple[str, Iterable[Iterable[ILSSample]]]],
+                          image_root: PathLike | None = None) -> Path:
     """Write the JSON layout from ``(split, studies)`` where each study is an iterable of its samples.
 
     Nothing is held in memory beyond one study, so a million pairs cost no more than ten; one study per
-    line. Paths are made relative to the JSON's folder; the file appears atomically when complete.
+    line. Mask paths are made relative to the JSON's folder, image paths to ``image_root`` (default: the JSON's
+    folder), with ``..`` for files outside it; pairs without a ``pair_id`` get ``<study>_<n>``. The file appears
+    atomically when complete.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     root = path.parent
+    image_root = Path(image_root) if image_root is not None else None
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with tmp.open("w") as out:
         out.write("{")
@@ -415,7 +454,7 @@ def write_ils_json_stream(path: PathLike, splits: Iterable[tuple[str, Iterable[I
             first_split = False
             first_study = True
             for samples in studies:
-                item = _study_entry(samples, root)
+                item = _study_entry(samples, root, image_root)
                 if item is None:
                     continue
                 out.write(("" if first_study else ",") + "\n " + json.dumps(item[0]) + ": " + json.dumps(item[1]))
@@ -426,16 +465,17 @@ def write_ils_json_stream(path: PathLike, splits: Iterable[tuple[str, Iterable[I
     return path
 
 
-def write_ils_json(path: PathLike, samples: Iterable[ILSSample]) -> Path:
-    """Write samples in the JSON layout, paths relative to the JSON's folder; written atomically."""
+def write_ils_json(path: PathLike, samples: Iterable[ILSSample], image_root: PathLike | None = None) -> Path:
+    """Write samples in the JSON layout, paths relative to the JSON's folder (images: to ``image_root`` if
+    given); written atomically."""
     grouped: dict[str, dict[str, list[ILSSample]]] = {}
     for sample in samples:
         grouped.setdefault(sample.split, {}).setdefault(sample.study_key, []).append(sample)
-    return write_ils_json_stream(path, ((split, studies.values()) for split, studies in grouped.items()))
+    return write_ils_json_stream(path, ((split, studies.values()) for split, studies in grouped.items()), image_root)
 
 
 def sample_to_record(sample: ILSSample, root: PathLike | None = None) -> dict:
-    """The JSONL record of a sample; image and mask paths relative to ``root`` when inside it."""
+    """The JSONL record of a sample; image and mask paths relative to ``root`` (``..`` when outside it)."""
     record = asdict(sample)
     if root is not None:
         record["image_path"] = _relative(sample.image_path, Path(root))

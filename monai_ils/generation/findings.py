@@ -105,6 +105,8 @@ class StudyGrounding:
     image: the [H, W] image the masks belong to, only used to draw overlays (optional).
     sentences: the report section's sentences (``GroundedFinding.sentence_index`` counts from 1 into them);
         the DICOM SR quotes a finding's sentence. None when unknown.
+    section_name / section_content: the report section the findings come from ("findings", "impression", ...)
+        and its text; written into the dataset (the released schema's study fields), never into logs.
     """
 
     study_key: str
@@ -118,6 +120,8 @@ class StudyGrounding:
     image_shape: tuple[int, int] | None = None
     image: np.ndarray | None = field(default=None, repr=False)
     sentences: list[str] | None = field(default=None, repr=False)
+    section_name: str | None = None
+    section_content: str | None = field(default=None, repr=False)
 
     def __post_init__(self):
         if self.empty_locations is not None:

@@ -126,6 +126,11 @@ class _Positive:
     certainty: str
     mask: np.ndarray
     lesion: str | None = None
+    findings: list = field(default_factory=list)  # the GroundedFindings merged into this pair
+
+    def add(self, finding: GroundedFinding) -> _Positive:
+        self.findings.append(finding)
+        return self
 
 
 class PairGenerator:
@@ -169,7 +174,12 @@ class PairGenerator:
         for positive in (*basics, *globals_, *inferences):
             out.samples.append(self._positive_sample(study, positive, out.masks, mask_names))
         for sample in self._negatives(study, findings, basics, rng):
+            sample.extra["sent_idx"] = _negating_sentence(findings, sample.target)
             out.samples.append(sample)
+        study_fields = {"section_name": study.section_name, "section_content": study.section_content}
+        for index, sample in enumerate(out.samples):
+            sample.extra = {"pair_id": f"{study.study_key}_{index}", **sample.extra,
+                            **{k: v for k, v in study_fields.items() if v is not None}}
         return out
 
     # ------------------------------------------------------------------------------------------
@@ -189,23 +199,23 @@ class PairGenerator:
             word = lesion_type if finding.certainty == "definitive" else GENERIC_LESION_TYPE
             key = render_instruction("basic", word, locations)
             if key in basics:  # same instruction twice: one pair whose mask covers both findings
-                merged = basics[key]
+                merged = basics[key].add(finding)
                 merged.mask = merged.mask | finding.mask
                 if merged.lesion_type != lesion_type:
                     merged.lesion_type = word
             else:
-                basics[key] = _Positive("basic", lesion_type, word, locations, (), finding.certainty, finding.mask.copy())
+                basics[key] = _Positive("basic", lesion_type, word, locations, (), finding.certainty, finding.mask.copy()).add(finding)
             if lesion_type in INFERABLE_LESION_TYPES:
                 key = render_instruction("lesion_inference", None, locations)
                 if key in inferences:
-                    other = inferences[key]
+                    other = inferences[key].add(finding)
                     if other.lesion != lesion_type or other.certainty != finding.certainty:
                         ambiguous.add(key)  # one opacity, two answers: no valid single pair
                     other.mask = other.mask | finding.mask
                 else:
                     inferences[key] = _Positive(
                         "lesion_inference", lesion_type, GENERIC_LESION_TYPE, locations, (), finding.certainty, finding.mask.copy(), lesion_type
-                    )
+                    ).add(finding)
         return list(basics.values()), [p for k, p in inferences.items() if k not in ambiguous]
 
     def _global_positives(self, findings):
@@ -220,7 +230,7 @@ class PairGenerator:
             if lesion_type in ORGAN_LEVEL_LESION_TYPES:
                 masks = [f.mask for f in own if f.mask is not None and f.mask.any()]
                 if masks:
-                    out.append(_Positive("global", lesion_type, lesion_type, (), (HEART,), "definitive", np.logical_or.reduce(masks)))
+                    out.append(_Positive("global", lesion_type, lesion_type, (), (HEART,), "definitive", np.logical_or.reduce(masks), findings=own))
                 continue
             conflicts = GLOBAL_POSITIVE_CONFLICTS.get(lesion_type, ())
             if any(f.effective_lesion_type in conflicts for f in positives if f.effective_lesion_type != lesion_type):
@@ -232,7 +242,7 @@ class PairGenerator:
             if not locations:
                 continue
             mask = np.logical_or.reduce([f.mask for f in own])
-            out.append(_Positive("global", lesion_type, lesion_type, (), locations, "definitive", mask))
+            out.append(_Positive("global", lesion_type, lesion_type, (), locations, "definitive", mask, findings=list(own)))
         return out
 
     def _positive_sample(self, study, positive: _Positive, masks: dict, mask_names: dict) -> ILSSample:
@@ -268,6 +278,7 @@ class PairGenerator:
             location=list(location),
             certainty=positive.certainty,
             lesion=positive.lesion,
+            extra=_finding_fields(positive),
         )
 
     # ------------------------------------------------------------------------------------------
@@ -344,6 +355,40 @@ class PairGenerator:
             question_type=question_type,
             location=list(locations),
         )
+
+
+def _ordered_labels(labels: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(labels))
+
+
+def _finding_fields(positive: _Positive) -> dict:
+    """The released schema's per-pair facts of a positive: the sentence and the locations of its findings.
+
+    ``sent_idx`` is the first sentence (1-based, as ``GroundedFinding.sentence_index``) of the findings the pair
+    was made from; ``sent_idx_all`` lists them all when several findings were merged into the pair. An organ-level
+    pair (cardiomegaly -> heart mask) is grounded in the heart."""
+    findings = positive.findings
+    sentences = sorted({f.sentence_index for f in findings if f.sentence_index is not None})
+    grounded = _ordered_labels(label for f in findings for label in f.grounded_location)
+    if not grounded and positive.lesion_type in ORGAN_LEVEL_LESION_TYPES:
+        grounded = [HEART]
+    fields_ = {
+        "sent_idx": sentences[0] if sentences else None,
+        "reported_location": _ordered_labels(label for f in findings for label in f.reported_location),
+        "grounded_location": grounded,
+    }
+    if len(sentences) > 1:
+        fields_["sent_idx_all"] = sentences
+    return fields_
+
+
+def _negating_sentence(findings, target: str) -> int | None:
+    """The sentence of a definitive negative finding of ``target`` ("No pleural effusion."), else None (a lesion
+    the report never mentions, or a negative made by moving a positive's location)."""
+    for finding in findings:
+        if finding.presence == "negative" and finding.effective_lesion_type == target and finding.sentence_index is not None:
+            return finding.sentence_index
+    return None
 
 
 def generate_pairs(study: StudyGrounding, seed: int = 0, **options) -> GeneratedPairs:

@@ -291,6 +291,8 @@ class GroundingPipeline:
             image_shape=shape,
             image=_to_numpy(image)[0] if self.keep_image else None,
             sentences=list(report.sentences),
+            section_name=report.section_name,
+            section_content=report.section_text,
         )
 
     # ------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from monai_ils.data.mimic_cxr import StudyRecord
 from monai_ils.generation.findings import StudyGrounding
+from monai_ils.generation.images import export_image, export_mode, should_export
 from monai_ils.generation.overlay import OverlayCanvas
 from monai_ils.generation.pairs import PairGenerator
 from monai_ils.generation.qc import StudyQC
@@ -29,21 +30,23 @@ class PairsProcessor:
         qc: view filter and verdict; default ``StudyQC()`` (PA/AP only; records without a view pass only
             with ``StudyQC(require_view=False)``).
         overlays: draw one overlay PNG per positive mask when the grounding carries the image.
-        export_images: write an 8-bit PNG of each image into the dataset and point its pairs at it (what
-            ROSALIA's training code reads; it cannot read DICOM). Needs the grounding to carry the image.
+        export_images: ``"auto"`` (default): write an 8-bit PNG of each image that is not already an 8-bit PNG/JPEG
+            (DICOM, 16-bit PNG) into the dataset and point its pairs at it, so an OpenCV-based reader (ROSALIA's
+            training code) reads it with full contrast; True: export every image; False: never (pairs point at the
+            input files). The export is ``LoadCXR`` + ``ScaleCXRIntensity`` (see ``monai_ils.generation.images``).
         dicom_exporter: ``grounding -> {kind: path}`` (``monai_ils.dicom.DicomExporter``) writing the study's DICOM
             SEG and TID 1500 SR; its paths go into the shard line's ``info["dicom"]``. None: no DICOM output.
     """
 
     def __init__(self, grounder: Grounder, generator: PairGenerator | None = None, qc: StudyQC | None = None, overlays: bool = True,
-                 export_images: bool = False, dicom_exporter: Callable[[StudyGrounding], dict] | None = None):
+                 export_images: bool | str = "auto", dicom_exporter: Callable[[StudyGrounding], dict] | None = None):
         if not callable(grounder):
             raise TypeError(f"grounder must be callable (record -> StudyGrounding), got {type(grounder).__name__}.")
         self.grounder = grounder
         self.generator = generator or PairGenerator()
         self.qc = qc or StudyQC()
         self.overlays = bool(overlays)
-        self.export_images = bool(export_images)
+        self.export_images = export_mode(export_images)
         self.dicom_exporter = dicom_exporter
 
     def __call__(self, record: StudyRecord) -> StudyResult:
@@ -82,8 +85,9 @@ class PairsProcessor:
             except Exception as err:
                 raise StageError("dicom", f"{type(err).__name__}: {err}") from err
         image = None
-        if self.export_images:
-            if grounding.image is None:
-                raise StageError("pairs", "export_images needs the grounding to carry the image (keep_image=True).")
-            image = canvas.full
+        if should_export(self.export_images, grounding.image_path):
+            try:
+                image = export_image(grounding)
+            except Exception as err:
+                raise StageError("export", f"{type(err).__name__}: {err}") from err
         return StudyResult(samples=pairs.samples, masks=pairs.masks, overlays=overlays, info=info, image=image)

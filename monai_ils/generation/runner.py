@@ -14,7 +14,7 @@ The jobs live in their own modules: :mod:`~monai_ils.generation.writer` (one stu
 
 Output folder::
 
-    manifest.json                 settings fingerprint and the finished shards
+    manifest.json                 the run's configuration, its fingerprint, the monai-ils version, the finished shards
     shards/shard-00000.jsonl      one line per study: {"key", "status", "samples", "error", ...}
     shards/shard-00001.jsonl.part the shard being written
     masks/<study>/<lesion>_<n>.png
@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from monai_ils.data.ils_format import ILSSample, sample_from_record
 from monai_ils.data.mimic_cxr import StudyRecord
 from monai_ils.generation.executors import OrderedExecutor, StudyItem, executor_for
+from monai_ils.generation.fingerprint import describe
 from monai_ils.generation.lock import FolderLock, OutputLockedError  # noqa: F401 - OutputLockedError is part of run()'s contract
 from monai_ils.generation.merge import merge_shards, write_summary
 from monai_ils.generation.results import Processor
@@ -70,8 +71,12 @@ class GenerationRunner:
             :class:`StageError` (or anything) to fail it.
         shard_size: studies per shard file.
         limit: process only the first ``limit`` studies of the input.
-        settings: JSON-able settings that change the output (seed, thresholds, backends); a resumed run
-            must use the same ones, or it refuses to mix outputs.
+        settings: what identifies the output for a resume; None (the default, what the bundle does) describes
+            the processor itself (``monai_ils.generation.fingerprint.describe``: the pipeline, its transforms
+            and their parameters, the cue backends and their weights paths, the structurer and its model, the
+            pair generator, QC and processor options). A resumed run must have the same description, the same
+            ``shard_size`` and overlays option and the same monai-ils version, or it refuses to mix outputs and
+            says which paths of the configuration changed.
         progress: show a tqdm bar.
         overwrite: start afresh even if the folder holds a run with other settings.
         overlays: write the processor's overlay PNGs.
@@ -103,10 +108,10 @@ class GenerationRunner:
         self.writer = StudyWriter(output_dir, processor, overlays=overlays)
         self.shard_size = int(shard_size)
         self.limit = None if limit is None else int(limit)
-        self.settings = json.loads(json.dumps(settings or {}, sort_keys=True, default=str))
+        self.settings = describe(processor if settings is None else settings)
         self.progress = progress
         self.overwrite = overwrite
-        self.store = ShardStore(output_dir, self.fingerprint(), self.shard_size, self.settings)
+        self.store = ShardStore(output_dir, self.fingerprint(), self.shard_size, self.configuration())
 
     @property
     def output_dir(self):
@@ -116,8 +121,16 @@ class GenerationRunner:
     def processor(self) -> Processor:
         return self.writer.processor
 
+    def configuration(self) -> dict:
+        """What the fingerprint covers (recorded in the manifest): the described processor (or the explicit
+        settings), the writer's options and the monai-ils version."""
+        from monai_ils import __version__
+
+        return {"monai_ils_version": __version__, "shard_size": self.shard_size, "overlays": self.writer.write_overlays,
+                "processor": self.settings}
+
     def fingerprint(self) -> str:
-        text = json.dumps({"shard_size": self.shard_size, "settings": self.settings}, sort_keys=True)
+        text = json.dumps(self.configuration(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def load_manifest(self) -> dict:

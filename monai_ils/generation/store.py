@@ -14,11 +14,12 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from monai_ils.generation.fingerprint import diff, format_diff
 from monai_ils.generation.writer import WRITTEN_FOLDERS
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 
 MERGED_FILES = ("dataset.json", "pairs.jsonl", "errors.jsonl", "summary.json", "statistics.csv", "statistics.md", "statistics.png")
 
@@ -30,14 +31,15 @@ class ShardStore:
         output_dir: the dataset folder.
         fingerprint: identifies the settings that shape the output; a manifest with another one is another run.
         shard_size: studies per shard file (recorded in the manifest).
-        settings: JSON-able settings recorded in the manifest, for the message when a resume is refused.
+        configuration: the JSON-able configuration the fingerprint covers (``monai_ils_version`` among its keys),
+            recorded in the manifest, so a refused resume can say what changed.
     """
 
-    def __init__(self, output_dir, fingerprint: str, shard_size: int, settings: dict):
+    def __init__(self, output_dir, fingerprint: str, shard_size: int, configuration: dict):
         self.output_dir = Path(output_dir)
         self.fingerprint = fingerprint
         self.shard_size = int(shard_size)
-        self.settings = settings
+        self.configuration = configuration
 
     @property
     def shard_dir(self) -> Path:
@@ -55,7 +57,8 @@ class ShardStore:
     # ------------------------------------------------------------------------------------------
     def new_manifest(self) -> dict:
         return {"version": MANIFEST_VERSION, "fingerprint": self.fingerprint, "shard_size": self.shard_size,
-                "settings": self.settings, "shards": [], "complete": False}
+                "monai_ils_version": self.configuration.get("monai_ils_version"), "configuration": self.configuration,
+                "shards": [], "complete": False}
 
     def read_manifest(self) -> dict | None:
         """The manifest on disk, or None when there is none."""
@@ -74,12 +77,20 @@ class ShardStore:
             return self.new_manifest()
         if manifest.get("fingerprint") != self.fingerprint:
             if not overwrite:
-                raise RuntimeError(
-                    f"{self.output_dir} holds a run with other settings (shard_size/seed/backends: "
-                    f"{manifest.get('settings')} vs {self.settings}); use another folder or overwrite=True."
-                )
+                raise RuntimeError(f"{self.output_dir} holds a run with other settings; {self.changes(manifest)}\n"
+                                   "Use another output folder, the configuration of that run, or overwrite=True.")
             return self.new_manifest()
         return manifest
+
+    def changes(self, manifest: dict) -> str:
+        """What differs between ``manifest``'s configuration and this run's, one ``path: old -> new`` a line."""
+        old = manifest.get("configuration")
+        if old is None:  # manifests of version 1 recorded hand-copied "settings", not the configuration
+            return f"the run was written by an earlier monai-ils that recorded no configuration (manifest version {manifest.get('version')})."
+        changes = diff(old, self.configuration)
+        if not changes:
+            return "the fingerprints differ but the recorded configurations do not (the manifest was edited)."
+        return f"changed ({len(changes)}):\n" + format_diff(changes)
 
     def save_manifest(self, manifest: dict) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)

@@ -81,7 +81,9 @@ class StudyWriter:
         if result.image is not None:
             exported = self.image_dir / f"{mask_folder_name(record.key)}.png"
             save_rgb(result.image, exported)
+        study_fields = {"subject_id": record.subject_id, "study_id": record.study_id, "dicom_id": record.dicom_id}
         for sample in result.samples:
+            sample.extra.update({k: v for k, v in study_fields.items() if v is not None})
             if exported is not None:
                 sample.image_path = str(exported)
             if sample.positive:

@@ -8,7 +8,7 @@ anything else is refused with the setting's name.
 
 from __future__ import annotations
 
-__all__ = ["as_bool", "TRUE_WORDS", "FALSE_WORDS"]
+__all__ = ["as_bool", "as_bool_or_auto", "TRUE_WORDS", "FALSE_WORDS"]
 
 TRUE_WORDS = ("true", "1")
 FALSE_WORDS = ("false", "0")
@@ -27,3 +27,13 @@ def as_bool(value, key: str) -> bool:
         if word in FALSE_WORDS:
             return False
     raise ValueError(f"{key} must be true or false (also 1/0, any case), got {value!r}.")
+
+
+def as_bool_or_auto(value, key: str):
+    """``"auto"`` (any case), else ``value`` as a bool like :func:`as_bool`; raises ValueError naming ``key``."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return as_bool(value, key)
+    except ValueError:
+        raise ValueError(f"{key} must be auto, true or false (also 1/0, any case), got {value!r}.") from None

@@ -61,13 +61,19 @@ def test_json_round_trip_with_relative_paths(tmp_path):
     raw = json.loads(path.read_text())
     assert list(raw) == ["train", "test"]
     entry = raw["train"]["s1"]
-    assert entry["image_path"] == "images/a.png"
+    # the released MIMIC-ILS schema: study fields (null when unknown), then the pairs
+    assert list(entry) == ["subject_id", "study_id", "dicom_id", "image_path", "section_name", "section_content", "instruction_answer_pairs"]
+    assert entry["image_path"] == "images/a.png" and entry["subject_id"] is None
     pair = entry["instruction_answer_pairs"]["positive_pairs"][0]
-    assert pair == {"instruction": "Segment the pneumonia in the right lung base.", "answer": "[SEG]", "target": "pneumonia",
-                    "seg_mask_path": "masks/s1/pneumonia_0.png", "question_type": "basic", "location": ["right lung base"],
+    assert pair == {"pair_id": "s1_0", "type": "basic", "instruction": "Segment the pneumonia in the right lung base.", "answer": "[SEG]",
+                    "target": "pneumonia", "seg": True, "seg_mask_path": "masks/s1/pneumonia_0.png", "sent_idx": None,
+                    "reported_location": [], "grounded_location": [], "location": ["right lung base"],
                     "certainty": "definitive", "lesion": None}
-    assert entry["instruction_answer_pairs"]["negative_pairs"][0]["seg_mask_path"] is None
+    negative = entry["instruction_answer_pairs"]["negative_pairs"][0]
+    assert (negative["pair_id"], negative["seg"], negative["seg_mask_path"], negative["location"]) == ("s1_2", False, None, [])
+    assert "grounded_location" not in negative and "reported_location" not in negative
     back = read_ils_json(path)
+    assert [s.extra.pop("pair_id") for s in back] == ["s1_0", "s1_1", "s1_2", "s2_0"]  # numbered by the writer
     assert back == samples
     assert np.array_equal(back[0].load_mask(), mask)
     assert not back[2].load_mask((6, 5)).any()

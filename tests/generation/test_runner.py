@@ -189,7 +189,7 @@ def uninterrupted(tmp_path_factory):
 def test_killed_run_resumes_identical_to_uninterrupted(tmp_path, uninterrupted, kill_after):
     """SIGKILL before any study, mid-shard and right at a shard boundary; the resumed output equals a clean run."""
     csv_path, reference = uninterrupted
-    out = tmp_path / "out"
+    out = reference.with_name(f"out-kill{kill_after}")  # beside the reference: same relative path to the input images
     killed = _worker(csv_path, out, 4, kill_after)
     assert killed.returncode == -9, killed.stderr  # SIGKILL
     assert not (out / "dataset.json").exists()
@@ -202,7 +202,7 @@ def test_killed_run_resumes_identical_to_uninterrupted(tmp_path, uninterrupted, 
 def test_killed_run_resumed_with_workers_is_identical(tmp_path, uninterrupted):
     """Killed mid-shard by a one-process run, finished by two worker processes: still the clean run's bytes."""
     csv_path, reference = uninterrupted
-    out = tmp_path / "out"
+    out = reference.with_name("out-workers")  # beside the reference: same relative path to the input images
     assert _worker(csv_path, out, 4, 5).returncode == -9
     resumed = _worker(csv_path, out, 4, -1, num_workers=2)
     assert resumed.returncode == 0, resumed.stderr
