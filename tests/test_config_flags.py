@@ -34,18 +34,17 @@ def _parser(config, **overrides):
     ("ils_generation/configs/generation.json", "processor", "export_images"),
     ("ils_generation/configs/generation.json", "processor", "overlays"),
     ("ils_generation/configs/generation.json", "runner", "progress"),
-    ("rosalia/configs/train.json", "trainer", "resume"),
-    ("rosalia/configs/train.json", "trainer", "export_merged_model"),
+    ("rosalia/configs/train.json", "train#handlers#4", "export_merged_model"),
     ("rosalia/configs/inference.json", "runner", "resume"),
     ("rosalia/configs/evaluate.json", "evaluator", "resume"),
 ])
 def test_lowercase_false_on_the_command_line_is_false_and_a_typo_is_refused(config, owner, key):
     parser = _parser(config, **{key: "false"})
-    site = owner or next(k for k, v in parser.config.items() if isinstance(v, dict) and key in v)
-    assert parser.get_parsed_content(f"{site}#{key}") is False
-    assert _parser(config, **{key: "True"}).get_parsed_content(f"{site}#{key}") is True
+    site = f"{owner}#{'export_merged' if key == 'export_merged_model' else key}"  # the handler's own argument name
+    assert parser.get_parsed_content(site) is False
+    assert _parser(config, **{key: "True"}).get_parsed_content(site) is True
     with pytest.raises(Exception) as error:  # MONAI wraps it in "Failed to evaluate"; the cause names the key
-        _parser(config, **{key: "nope"}).get_parsed_content(f"{site}#{key}")
+        _parser(config, **{key: "nope"}).get_parsed_content(site)
     causes = []
     err = error.value
     while err is not None:
@@ -53,3 +52,17 @@ def test_lowercase_false_on_the_command_line_is_false_and_a_typo_is_refused(conf
         err = err.__cause__
     choices = "auto, true or false" if key == "export_images" else "true or false"  # export_images also takes auto
     assert f"{key} must be {choices} (also 1/0, any case), got 'nope'." in causes
+
+
+def test_train_resume_false_is_no_resume_true_is_the_run_folder_and_other_text_is_a_folder(tmp_path):
+    """``resume`` of train.json also takes a checkpoint folder, so text that is not true/false names a folder."""
+    from monai_ils.train.handlers import DeepSpeedCheckpointLoader
+
+    def handler(value):
+        return _parser("rosalia/configs/train.json", resume=value, checkpoint_dir=str(tmp_path)).get_parsed_content("train#handlers#0")
+
+    assert handler("false") is None and handler("FALSE") is None and handler("0") is None
+    loader = handler("True")
+    assert isinstance(loader, DeepSpeedCheckpointLoader) and Path(loader.load_dir) == tmp_path and not loader.required
+    other = handler(str(tmp_path / "nope"))
+    assert Path(other.load_dir) == tmp_path / "nope" and other.required
