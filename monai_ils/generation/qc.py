@@ -2,7 +2,8 @@
 
 Three rules: only frontal views (PA/AP) enter the pipeline (D.1); a study whose two anatomy models
 disagree is dropped, the cross-check itself being done where both masks exist and handed here as a
-flag (D.2); cardiomegaly negatives need a cardiothoracic ratio of at most 0.45 (D.3).
+flag (D.2); cardiomegaly negatives need a cardiothoracic ratio of at most 0.45 (D.3). The ratio itself is
+measured once per study, by ``StudyCardiothoracicRatiod`` of the study transforms (``CardiothoracicRatio``).
 """
 
 from __future__ import annotations
@@ -12,25 +13,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from monai_ils.vocab import CARDIOMEGALY_NEGATIVE_MAX_CTR, FRONTAL_VIEWS
-
-
-def cardiothoracic_ratio(heart_mask, right_lung_mask, left_lung_mask) -> float | None:
-    """Maximal horizontal heart width over maximal thoracic width (outer lung edges); None when a mask is empty.
-
-    Uses :class:`monai_ils.transforms.CardiothoracicRatio` (one implementation) and turns its
-    empty-mask error into None, because an unmeasurable CTR only means "no cardiomegaly negative".
-    """
-    from monai_ils.transforms import CardiothoracicRatio, GroundingInputError
-
-    masks = [np.squeeze(np.asarray(m)) > 0 for m in (heart_mask, right_lung_mask, left_lung_mask)]
-    if len({m.shape for m in masks}) != 1 or masks[0].ndim != 2:
-        raise ValueError(f"cardiothoracic_ratio: masks must be 2-D and of one shape, got {[m.shape for m in masks]}.")
-    if not masks[0].any() or not (masks[1] | masks[2]).any():
-        return None
-    try:
-        return float(CardiothoracicRatio()(masks[1], masks[2], masks[0]))
-    except GroundingInputError:
-        return None  # one lung missing: the thorax cannot be measured
 
 
 def cardiomegaly_negative_allowed(ctr, max_ctr: float = CARDIOMEGALY_NEGATIVE_MAX_CTR) -> bool:
