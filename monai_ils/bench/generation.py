@@ -43,11 +43,11 @@ def current_rss_mib() -> float:
 def build_processor(max_size: int):
     """The benchmark's processor: classical backends, rule-based structurer, seed 0."""
     from monai_ils.generation.pairs import PairGenerator
-    from monai_ils.generation.pipeline import GroundingPipeline
+    from monai_ils.generation.pipeline import GroundingPipeline, default_study_transforms
     from monai_ils.generation.processor import PairsProcessor
     from monai_ils.generation.qc import StudyQC
 
-    return PairsProcessor(GroundingPipeline(max_size=max_size), PairGenerator(seed=0), StudyQC(require_view=False))
+    return PairsProcessor(GroundingPipeline(study_transforms=default_study_transforms(max_size=max_size)), PairGenerator(seed=0), StudyQC(require_view=False))
 
 
 class _Timed:

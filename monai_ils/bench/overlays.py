@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     from monai_ils.data.mimic_cxr import CSVStudyIndex
     from monai_ils.data.sample_studies import sample_study_csv
     from monai_ils.generation.pairs import PairGenerator
-    from monai_ils.generation.pipeline import GroundingPipeline
+    from monai_ils.generation.pipeline import GroundingPipeline, default_finding_transforms, default_study_transforms
     from monai_ils.generation.processor import PairsProcessor
     from monai_ils.generation.qc import StudyQC
     from monai_ils.generation.runner import GenerationRunner
@@ -55,7 +55,8 @@ def main(argv=None) -> int:
     try:
         records = CSVStudyIndex(sample_study_csv(work / "input", args.studies))
         start_build = time.perf_counter()
-        pipeline = GroundingPipeline(max_size=args.max_size, thresholds=sample_thresholds())
+        pipeline = GroundingPipeline(study_transforms=default_study_transforms(max_size=args.max_size),
+                                     finding_transforms=default_finding_transforms(sample_thresholds()))
         build = time.perf_counter() - start_build
         marks = {}
         quarter = max(1, args.studies // 4)

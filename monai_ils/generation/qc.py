@@ -2,7 +2,8 @@
 
 Three rules: only frontal views (PA/AP) enter the pipeline (D.1); a study whose two anatomy models
 disagree is dropped, the cross-check itself being done where both masks exist and handed here as a
-flag (D.2); cardiomegaly negatives need a cardiothoracic ratio of at most 0.45 (D.3).
+flag (D.2); cardiomegaly negatives need a cardiothoracic ratio of at most 0.45 (D.3). The ratio itself is
+measured once per study, by ``StudyCardiothoracicRatiod`` of the study transforms (``CardiothoracicRatio``).
 """
 
 from __future__ import annotations
@@ -12,25 +13,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from monai_ils.vocab import CARDIOMEGALY_NEGATIVE_MAX_CTR, FRONTAL_VIEWS
-
-
-def cardiothoracic_ratio(heart_mask, right_lung_mask, left_lung_mask) -> float | None:
-    """Maximal horizontal heart width over maximal thoracic width (outer lung edges); None when a mask is empty.
-
-    Uses :class:`monai_ils.transforms.CardiothoracicRatio` (one implementation) and turns its
-    empty-mask error into None, because an unmeasurable CTR only means "no cardiomegaly negative".
-    """
-    from monai_ils.transforms import CardiothoracicRatio, GroundingInputError
-
-    masks = [np.squeeze(np.asarray(m)) > 0 for m in (heart_mask, right_lung_mask, left_lung_mask)]
-    if len({m.shape for m in masks}) != 1 or masks[0].ndim != 2:
-        raise ValueError(f"cardiothoracic_ratio: masks must be 2-D and of one shape, got {[m.shape for m in masks]}.")
-    if not masks[0].any() or not (masks[1] | masks[2]).any():
-        return None
-    try:
-        return float(CardiothoracicRatio()(masks[1], masks[2], masks[0]))
-    except GroundingInputError:
-        return None  # one lung missing: the thorax cannot be measured
 
 
 def cardiomegaly_negative_allowed(ctr, max_ctr: float = CARDIOMEGALY_NEGATIVE_MAX_CTR) -> bool:
@@ -56,14 +38,14 @@ class StudyQC:
         frontal_views: accepted ViewPosition values (default PA and AP).
         require_view: reject studies whose view position is unknown (False keeps them, for non-DICOM inputs
             whose view is unknown but known to be frontal).
-        max_ctr: accepted for configs that pass it and kept as an attribute; the cardiomegaly-negative rule itself
-            (:func:`cardiomegaly_negative_allowed`) is applied by `PairGenerator` with its own ``max_ctr``.
+
+    The cardiomegaly-negative rule (:func:`cardiomegaly_negative_allowed`, D.3) is applied by `PairGenerator`
+    with its ``max_ctr``, where the negatives are made.
     """
 
-    def __init__(self, frontal_views=FRONTAL_VIEWS, require_view: bool = True, max_ctr: float = CARDIOMEGALY_NEGATIVE_MAX_CTR):
+    def __init__(self, frontal_views=FRONTAL_VIEWS, require_view: bool = True):
         self.frontal_views = tuple(str(v).strip().upper() for v in frontal_views)
         self.require_view = bool(require_view)
-        self.max_ctr = float(max_ctr)
 
     def check_view(self, view_position) -> QCVerdict:
         """D.1, before any image work: is this a frontal view?"""

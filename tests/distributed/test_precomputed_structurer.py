@@ -8,7 +8,7 @@ import pytest
 from monai_ils.data.mimic_cxr import CSVStudyIndex
 from monai_ils.data.sample_studies import sample_study_csv
 from monai_ils.generation.pairs import PairGenerator
-from monai_ils.generation.pipeline import GroundingPipeline
+from monai_ils.generation.pipeline import GroundingPipeline, default_study_transforms
 from monai_ils.generation.processor import PairsProcessor
 from monai_ils.generation.qc import StudyQC
 from monai_ils.generation.runner import GenerationRunner
@@ -36,7 +36,7 @@ def test_precomputed_findings_give_the_dataset_of_inline_structuring(tmp_path):
     assert report_cli(["structure", str(_reports_jsonl(csv_path, tmp_path / "reports.jsonl")), str(findings), "--quiet"]) == 0
 
     def run(out, structurer):
-        pipeline = GroundingPipeline(structurer=structurer, max_size=256)
+        pipeline = GroundingPipeline(structurer=structurer, study_transforms=default_study_transforms(max_size=256))
         processor = PairsProcessor(pipeline, PairGenerator(seed=3), StudyQC(require_view=False))
         return GenerationRunner(out, processor, shard_size=4, settings={"seed": 3}, progress=False).run(CSVStudyIndex(csv_path))
 
@@ -85,7 +85,7 @@ def test_a_study_without_findings_is_an_error_record_in_the_structure_stage(tmp_
     csv_path = sample_study_csv(tmp_path / "in", 3)
     findings = tmp_path / "f.jsonl"
     findings.write_text("")  # nothing structured
-    pipeline = GroundingPipeline(structurer=PrecomputedStructurer(findings), max_size=128)
+    pipeline = GroundingPipeline(structurer=PrecomputedStructurer(findings), study_transforms=default_study_transforms(max_size=128))
     runner = GenerationRunner(tmp_path / "out", PairsProcessor(pipeline, PairGenerator(seed=3), StudyQC(require_view=False)),
                               progress=False)
     summary = runner.run(CSVStudyIndex(csv_path))

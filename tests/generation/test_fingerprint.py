@@ -137,10 +137,11 @@ def test_real_pipeline_with_object_valued_backends_resumes(tmp_path):
     from monai_ils.cues.classical_anatomy import ClassicalAnatomy
     from monai_ils.cues.classical_boxes import ClassicalBoxes
     from monai_ils.data.sample_studies import sample_study_records
-    from monai_ils.generation.pipeline import GroundingPipeline
+    from monai_ils.generation.pipeline import GroundingPipeline, default_study_transforms
 
     def build(work_size=256):
-        pipeline = GroundingPipeline(anatomy=ClassicalAnatomy(work_size=work_size), boxes=ClassicalBoxes(), keep_image=False)
+        chain = default_study_transforms(anatomy=ClassicalAnatomy(work_size=work_size), boxes=ClassicalBoxes())
+        pipeline = GroundingPipeline(study_transforms=chain, keep_image=False)
         return PairsProcessor(pipeline, PairGenerator(seed=0), StudyQC(require_view=False), overlays=False)
 
     out = tmp_path / "out"

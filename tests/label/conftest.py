@@ -22,12 +22,16 @@ MAX_PIXELS = 4_000_000  # admits RG1_UNCR.dcm (1955 x 1841), refuses a 2100 x 21
 INSTRUCTION = "Segment the opacity in the right lung base."
 
 
-def app_conf(rosalia_path=None, grounding_config=None) -> dict:
+GENERATION_JSON = ROOT / "bundles" / "ils_generation" / "configs" / "generation.json"
+
+
+def app_conf(rosalia_path=None, grounding_bundle=None) -> dict:
+    """App conf; ``grounding_bundle``: a generation-bundle config merged over the repository's generation.json."""
     conf = {"max_image_pixels": str(MAX_PIXELS), "rosalia_device": "cpu"}
     if rosalia_path:
         conf["rosalia_path"] = str(rosalia_path)
-    if grounding_config:
-        conf["grounding_config"] = str(grounding_config)
+    if grounding_bundle:
+        conf["grounding_bundle_config"] = f"{GENERATION_JSON},{grounding_bundle}"
     return conf
 
 
@@ -53,7 +57,7 @@ def _free_port() -> int:
 def label_server(label_data):
     """``monailabel start_server`` on 127.0.0.1 (a free port) with the tiny model; yields its URL."""
     port = _free_port()
-    conf = app_conf(label_data["rosalia"], label_data["grounding_config"])
+    conf = app_conf(label_data["rosalia"], label_data["grounding_bundle"])
     # what the `monailabel` script execs; the script itself would put the venv's parent folder first on
     # PYTHONPATH, which here is another checkout of monai_ils
     args = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP_DIR), "--studies", str(label_data["studies"]),

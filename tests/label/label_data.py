@@ -73,12 +73,12 @@ def write_synthetic_study(studies: Path, cues: Path) -> Path:
         writer = csv.writer(stream)
         writer.writerow(["image_id", "x_min", "y_min", "x_max", "y_max", "score", "class_id"])
         writer.writerow(["synth", *LESION_BOX, 0.9, 4])
-    config = {
-        "anatomy": "png_folder",
+    config = {  # a generation-bundle config merged over generation.json: the precomputed cue backends
+        "anatomy_backend": "png_folder",
         "anatomy_kwargs": {"root": str(cues / "anatomy")},
-        "counterfactual": "folder",
+        "counterfactual_backend": "folder",
         "counterfactual_kwargs": {"root": str(cues / "counterfactual")},
-        "boxes": "csv",
+        "boxes_backend": "csv",
         "boxes_kwargs": {"path": str(cues / "boxes.csv")},
     }
     path = cues / "grounding.json"
@@ -87,10 +87,10 @@ def write_synthetic_study(studies: Path, cues: Path) -> Path:
 
 
 def make_studies(root: Path) -> dict:
-    """The studies folder and the grounding config the tests share."""
+    """The studies folder and the grounding bundle override (a config merged over generation.json) the tests share."""
     studies = root / "studies"
     studies.mkdir(parents=True)
     shutil.copy(sample_cxr_path(), studies / "RG1_UNCR.dcm")
     small = write_small_monochrome1(studies / "small_m1.dcm")
     config = write_synthetic_study(studies, root / "cues")
-    return {"studies": studies, "grounding_config": config, "small_pixels": small}
+    return {"studies": studies, "grounding_bundle": config, "small_pixels": small}

@@ -16,7 +16,7 @@ CONSOLIDATION = 5  # vocab.LESION_TYPES.index("consolidation") + 1
 
 @pytest.fixture(scope="module")
 def client(label_data):
-    return make_client(label_data["studies"], app_conf(label_data["rosalia"], label_data["grounding_config"]))
+    return make_client(label_data["studies"], app_conf(label_data["rosalia"], label_data["grounding_bundle"]))
 
 
 def infer(client, model, image, params=None, output="image", **kwargs):
@@ -145,7 +145,7 @@ def test_uploaded_png_is_segmented(client, label_data, tmp_path):
 
 
 def test_unconfigured_rosalia_is_reported_not_fatal(label_data):
-    client = make_client(label_data["studies"], app_conf(None, label_data["grounding_config"]))
+    client = make_client(label_data["studies"], app_conf(None, label_data["grounding_bundle"]))
     try:
         info = client.get("/info/").json()
         assert "rosalia" not in info["models"] and "grounding" in info["models"]

@@ -41,8 +41,8 @@ def synthetic_cr(label_data, folder):
     path = folder / "synthcr.dcm"
     ds.save_as(str(path))
     key = str(ds.SOPInstanceUID)
-    cues = label_data["grounding_config"].parent
-    config = json.loads(label_data["grounding_config"].read_text())
+    cues = label_data["grounding_bundle"].parent
+    config = json.loads(label_data["grounding_bundle"].read_text())
     new = folder / "cues"
     shutil.copytree(cues / "anatomy" / "synth", new / "anatomy" / key)
     (new / "counterfactual").mkdir()

@@ -24,7 +24,7 @@ def test_rosalia_on_dicomweb_series(label_data, expected_prediction, tmp_path):
     settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER = {"Modality": "CR"}
     try:
         with FakeDICOMweb([path]) as server:
-            client = make_client(server.url, app_conf(label_data["rosalia"], label_data["grounding_config"]))
+            client = make_client(server.url, app_conf(label_data["rosalia"], label_data["grounding_bundle"]))
             response = client.post(f"/infer/rosalia?image={series}&output=image", data={"params": json.dumps({"instruction": INSTRUCTION})})
             assert response.status_code == 200, response.text
             label = np.asarray(Image.open(io.BytesIO(response.content)))

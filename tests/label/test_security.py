@@ -15,7 +15,7 @@ MARKER = "ZQXMARKER4711"
 
 @pytest.fixture(scope="module")
 def client(label_data):
-    return make_client(label_data["studies"], app_conf(label_data["rosalia"], label_data["grounding_config"]))
+    return make_client(label_data["studies"], app_conf(label_data["rosalia"], label_data["grounding_bundle"]))
 
 
 def infer(client, model, image, params, output="json", **kwargs):
@@ -103,7 +103,7 @@ def test_server_with_authentication_enabled_refuses_unauthenticated_requests(lab
     port = _free_port()
     args = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP_DIR), "--studies", str(label_data["studies"]),
             "--host", "127.0.0.1", "--port", str(port)]
-    for key, value in app_conf(None, label_data["grounding_config"]).items():
+    for key, value in app_conf(None, label_data["grounding_bundle"]).items():
         args += ["--conf", key, value]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
                MONAI_LABEL_DATASTORE_AUTO_RELOAD="false", MONAI_LABEL_TRACKING_ENABLED="false", MONAILABEL_PYEXE=sys.executable,
@@ -165,7 +165,7 @@ def test_symlink_in_the_studies_folder_pointing_outside_is_refused(label_data, t
         assert response.status_code == 400 and "outside the studies folder" in response.json()["detail"], response.text
         assert infer(own, "rosalia", "inside", {"instruction": INSTRUCTION, "mode": "segment"}).status_code == 200
     finally:  # the app instance is global in MONAI Label: give the other tests theirs back
-        make_client(label_data["studies"], app_conf(label_data["rosalia"], label_data["grounding_config"]))
+        make_client(label_data["studies"], app_conf(label_data["rosalia"], label_data["grounding_bundle"]))
 
 
 @pytest.mark.parametrize("dtype", ["int16", "int32", "float32"])

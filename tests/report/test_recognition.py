@@ -37,9 +37,9 @@ def test_negated_findings_alone_are_recognised():
 
 @pytest.fixture(scope="module")
 def pipeline():
-    from monai_ils.generation.pipeline import GroundingPipeline
+    from monai_ils.generation.pipeline import GroundingPipeline, default_study_transforms
 
-    return GroundingPipeline(max_size=256, keep_image=False)
+    return GroundingPipeline(study_transforms=default_study_transforms(max_size=256), keep_image=False)
 
 
 def _record(text):

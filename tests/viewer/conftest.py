@@ -89,21 +89,20 @@ def tiny_rosalia(work) -> Path:
     return work / "rosalia"
 
 
-# The thresholds the generation bundle uses for its bundled sample (generation.json 'sample_thresholds'):
-# with the defaults (meant for MIMIC-CXR) the classical cue backends ground none of RG1_UNCR's opacities.
-SAMPLE_GROUNDING = {"max_size": 1024, "thresholds": {"general": {"anatomy": 0.1, "size": 0.03}, "edema": {}}}
+# The thresholds the generation bundle uses for its bundled sample (generation.json 'sample_thresholds'), set over
+# the bundle's 'thresholds' node by app conf: with the defaults (meant for MIMIC-CXR) the classical cue backends
+# ground none of RG1_UNCR's opacities.
+SAMPLE_THRESHOLDS = json.loads((ROOT / "bundles" / "ils_generation" / "configs" / "generation.json").read_text())["sample_thresholds"]
 
 
 @pytest.fixture(scope="session")
 def ils_server(work, orthanc, tiny_rosalia, viewer_build):
     """``monailabel start_server`` on the Orthanc DICOMweb URL with our ASGI wrapper; yields its URL."""
     port = free_port()
-    grounding_config = work / "grounding.json"
-    grounding_config.write_text(json.dumps(SAMPLE_GROUNDING))
     args = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP_DIR), "--studies", orthanc.dicomweb_url,
             "--host", "127.0.0.1", "--port", str(port), "--uvicorn_app", "apps.ils_label.serve:app"]
     conf = {"rosalia_path": str(tiny_rosalia), "rosalia_device": "cpu", "dcmqi_download": "false",
-            "grounding_config": str(grounding_config)}
+            "grounding#thresholds": json.dumps(SAMPLE_THRESHOLDS)}
     for key, value in conf.items():
         args += ["--conf", key, value]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),

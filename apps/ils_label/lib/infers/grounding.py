@@ -28,10 +28,35 @@ LESION_LABELS = dict(vocab.LESION_LABEL_IDS)
 EXAMPLE = "FINDINGS: Right lower lobe consolidation. No pleural effusion."
 
 
-class GroundingInfer(CXRInferTask):
-    """``GroundingPipeline`` (monai_ils.generation) behind MONAI Label; built once, on first use."""
+# apps/ils_label/lib/infers/grounding.py -> the repository's bundles/ils_generation/configs/generation.json
+BUNDLE_CONFIG = Path(__file__).resolve().parents[4] / "bundles" / "ils_generation" / "configs" / "generation.json"
+SERVING_OVERRIDES = {"keep_image": False, "run_thresholds": "@thresholds"}
+"""What the server sets over the bundle: no image kept on the result, and the bundle's ``thresholds`` (its
+``sample_thresholds`` are for the bundled sample study only); app conf ``grounding#<id>`` overrides win."""
 
-    def __init__(self, limits: ImageLimits, pipeline_kwargs: dict | None = None):
+
+def read_generation_bundle(config_files: Sequence[str | Path], overrides: dict):
+    """``ConfigParser`` of the merged ``config_files`` with ``overrides`` (bundle ids -> values) applied."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(f) for f in config_files])
+    for key in ("pipeline", "study_transforms", "finding_transforms"):
+        if key not in parser:
+            raise ValueError(f"Bundle config {', '.join(Path(f).name for f in config_files)} has no '{key}' node.")
+    parser.update(overrides)
+    return parser
+
+
+class GroundingInfer(CXRInferTask):
+    """The generation bundle's ``pipeline`` node (``GroundingPipeline``) behind MONAI Label; built once, on first use.
+
+    ``bundle_configs``: generation bundle config files merged in order (default the repository's generation.json);
+    ``overrides``: bundle ids and values set over them (after :data:`SERVING_OVERRIDES`); the app's pixel limit
+    becomes the pipeline's ``max_pixels``.
+    """
+
+    def __init__(self, limits: ImageLimits, bundle_configs: Sequence[str | Path] | None = None, overrides: dict | None = None):
         super().__init__(
             labels=LESION_LABELS,
             description="Review generated lesion masks: grounds the findings of a radiology report (the 'report' "
@@ -39,20 +64,21 @@ class GroundingInfer(CXRInferTask):
             config={"report": "", "pairs": True},
             limits=limits,
         )
-        self.pipeline_kwargs = dict(pipeline_kwargs or {})
+        self.bundle_configs = [Path(f) for f in bundle_configs] if bundle_configs else [BUNDLE_CONFIG]
+        self.overrides = {**SERVING_OVERRIDES, "max_pixels": int(limits.max_pixels), **dict(overrides or {})}
         self._pipeline = None
 
     def pipeline(self):
         with self._lock:
             if self._pipeline is None:
-                from monai_ils.generation.pipeline import GroundingPipeline
-
-                kwargs = {"keep_image": False, **self.pipeline_kwargs}
+                names = ", ".join(f.name for f in self.bundle_configs)
                 try:
-                    self._pipeline = GroundingPipeline(**kwargs)
+                    parser = read_generation_bundle(self.bundle_configs, self.overrides)
+                    self._pipeline = parser.get_parsed_content("pipeline")
                 except Exception as err:
                     logger.exception("Building the grounding pipeline failed")
-                    raise RequestError(f"The grounding pipeline could not be built from {kwargs}: {type(err).__name__}: {err}", 503) from err
+                    raise RequestError(f"The grounding pipeline could not be built from the bundle config {names}: "
+                                       f"{type(err).__name__}: {err}", 503) from err
             return self._pipeline
 
     def warm_up(self) -> None:
