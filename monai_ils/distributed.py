@@ -172,11 +172,14 @@ def ordered_actor_map(ray, actors: list, start_actor, items, submit, on_death, n
     turn without a task. At most ``window x len(actors)`` items are read ahead (and at least ``depth`` per
     actor), so memory stays bounded and a changed input is noticed where it differs. With ``depth`` 2 an
     actor (``max_concurrency=1``) has its next study queued while it works on one, so it never waits for
-    the driver's round trip. An actor that dies is killed and replaced by ``start_actor(slot)``; its oldest
-    unfinished task is the one it was running (an actor runs its tasks in submission order): ``on_death(item,
-    error)`` decides for that one (:data:`RETRY` or the item's result); the tasks queued behind it go back
-    to the front of the queue without counting as an attempt. ``actors`` is updated in place, so the
-    caller's ``finally`` can kill the current ones.
+    the driver's round trip.
+
+    An actor that dies is killed and replaced by ``start_actor(slot)``; its finished results are kept. If one
+    of its tasks failed, that one killed it: ``on_death(item, error)`` decides (:data:`RETRY` or the item's
+    result). If several failed (the one running, those queued behind it, or one whose reply the crash lost),
+    none is blamed: they go back to the front of the queue as suspects, and a suspect runs alone on an idle
+    actor, so a death while it runs is its own. ``actors`` is updated in place, so the caller's ``finally``
+    can kill the current ones.
     """
     from collections import deque
 
@@ -186,37 +189,58 @@ def ordered_actor_map(ray, actors: list, start_actor, items, submit, on_death, n
     window = max(int(window), depth)
     gone = died_errors(ray)
     load = [0] * len(actors)  # tasks in flight per slot
+    alone = [False] * len(actors)  # the slot runs a suspect: nothing else goes to it
+    suspects: set = set()  # indices whose last death could not be attributed
     queue: deque = deque()  # (index, item) waiting for an actor
     ahead: deque = deque()  # (index, item) not yet yielded
     done: dict = {}  # index -> result
     running: dict = {}  # ref -> (slot, index, item), in submission order
     source, exhausted = enumerate(items), False
 
-    def replace(slot, err):
+    def replace(slot):
         """The actor of ``slot`` died: settle every task it had, start a new one."""
         mine = [(ref, index, item) for ref, (s, index, item) in running.items() if s == slot]  # submission order
         for ref, _, _ in mine:
             running.pop(ref)
         ray.kill(actors[slot])
-        requeue, culprit = [], None
+        failed = []
         for ref, index, item in mine:
             try:
                 done[index] = ray.get(ref)  # finished before the actor died
+                suspects.discard(index)
             except gone as task_err:
-                if culprit is None:
-                    culprit = (index, item, task_err)
-                else:
-                    requeue.append((index, item))
+                failed.append((index, item, task_err))
         actors[slot] = start_actor(slot)
-        load[slot] = 0
-        queue.extendleft(reversed(requeue))
-        if culprit is not None:
-            index, item, task_err = culprit
+        load[slot], alone[slot] = 0, False
+        if len(failed) == 1:
+            index, item, task_err = failed[0]
+            suspects.discard(index)
             outcome = on_death(item, task_err)
             if outcome is RETRY:
                 queue.appendleft((index, item))
             else:
                 done[index] = outcome
+        else:
+            suspects.update(index for index, _, _ in failed)
+            queue.extendleft(reversed([(index, item) for index, item, _ in failed]))
+
+    def dispatch() -> None:
+        while queue:
+            index, item = queue[0]
+            if index in suspects:
+                free = [slot for slot in range(len(actors)) if load[slot] == 0]
+                if not free:
+                    return
+                slot = free[0]
+                alone[slot] = True
+            else:
+                open_slots = [slot for slot in range(len(actors)) if not alone[slot] and load[slot] < depth]
+                if not open_slots:
+                    return
+                slot = min(open_slots, key=load.__getitem__)  # the least busy actor
+            queue.popleft()
+            running[submit(actors[slot], item)] = (slot, index, item)
+            load[slot] += 1
 
     while True:
         while not exhausted and len(ahead) < window * len(actors):
@@ -229,13 +253,7 @@ def ordered_actor_map(ray, actors: list, start_actor, items, submit, on_death, n
                 queue.append(entry)
             else:
                 done[entry[0]] = None
-        while queue:
-            slot = min(range(len(actors)), key=load.__getitem__)  # the least busy actor
-            if load[slot] >= depth:
-                break
-            index, item = queue.popleft()
-            running[submit(actors[slot], item)] = (slot, index, item)
-            load[slot] += 1
+        dispatch()
         if ahead and ahead[0][0] in done:
             index, item = ahead.popleft()
             yield item, done.pop(index)
@@ -249,9 +267,12 @@ def ordered_actor_map(ray, actors: list, start_actor, items, submit, on_death, n
             slot, index, item = running[ref]
             try:
                 result = ray.get(ref)
-            except gone as err:
-                replace(slot, err)
+            except gone:
+                replace(slot)
                 continue
             running.pop(ref)
             load[slot] -= 1
+            if index in suspects:
+                suspects.discard(index)
+                alone[slot] = False
             done[index] = result

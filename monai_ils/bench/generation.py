@@ -9,10 +9,14 @@ runner spreads the studies over N worker processes (start-up included in the tim
 of the largest worker is printed instead; the processor is a :class:`LazyProcessor`, built in the workers only.
 
 ``--executor ray --workers N`` measures, in one run, the local pool and Ray actors with 1 and with N workers
-(each configuration in a fresh process, so memory figures do not mix; one worker has one core: the local
-process pinned, the Ray actor given one CPU): studies/s with and without start-up,
-peak memory per worker and of the driver, the scaling from 1 to N workers, and Ray's throughput as a share of
-the local pool's (the target: Ray's overhead within 15 %).
+(each run in a fresh process, so memory figures do not mix; one worker has one core: the local process
+pinned, the Ray actor given one CPU), alternating local and Ray ``--repeats`` times and taking medians:
+studies/s with and without start-up (the clock starts before the input is indexed, for both; Ray connects in
+the background meanwhile), the peak memory of every worker (each writes its own after each study) and of the
+driver, the scaling from 1 to N workers, Ray's throughput as a share of the local pool's (median of the ratios
+of each Ray run to the local run before it; the target: Ray's overhead within 15 %), Ray's time split
+(``ray.init``, actors ready, first study, first and last result, shutdown; the actors' busy share) and the load
+average before and after each run.
 """
 
 from __future__ import annotations
@@ -79,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--executor", default="local", choices=("local", "ray"),
                         help="ray: compare Ray actors with the local pool at 1 and --workers workers")
     parser.add_argument("--repeats", type=int, default=1, help="with --executor ray: alternating runs per configuration (medians)")
+    parser.add_argument("--json", default=None, help="with --executor ray: also write every run's figures and the medians here")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # one configuration, JSON out
     return parser
 
@@ -258,6 +263,8 @@ def compare(args) -> dict:
     print(f"  local pool at {n} workers: first result at {local_first:.1f} s (input indexed {_median([r['index_s'] for r in runs[('local', n)]]):.1f})")
     print(f"  load average (1, 5, 15 min) before and after each run: {'; '.join(loads)}")
     print(f"  machine: {machine()}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=1, default=str))
     return figures
 
 
