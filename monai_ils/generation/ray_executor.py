@@ -3,15 +3,17 @@
 Why Ray core actors rather than Ray Data ``map_batches``: the runner's guarantees are per study and ordered —
 a line per study in input order, a bounded number of studies in flight, a dead worker's study retried a bounded
 number of times and then recorded as an error, the partial shard resumed by either executor. Actors give that
-directly: each actor builds the processor once (models loaded once per actor, on its GPU), takes one study at a
-time, writes that study's masks/overlays into the output folder itself and returns its shard line (small JSON);
-the driver keeps a window of ``2 x concurrency`` studies, hands each to a free actor, and writes the lines in
-order exactly as the local runner does, so both executors produce the same bytes. A Ray Data pipeline would
+directly: each actor builds the processor once (models loaded once per actor, on its GPU), runs one study at a
+time with the next one queued on it (``depth``), writes that study's masks/overlays into the output folder itself
+and returns its shard line (small JSON); the driver keeps a window of ``2 x concurrency`` studies, hands each to
+the least busy actor, and writes the lines in order exactly as the local runner does, so both executors produce
+the same bytes. A Ray Data pipeline would
 reorder, batch and retry behind our back (and retry a poisoned study forever or fail the whole dataset).
 
 Fault handling: an actor that dies (out of memory, a segfault in a native library, a lost node) is replaced by a
 new one, and its study is tried again up to ``max_retries`` times; after that the study gets an error record
-(stage ``worker``) and the run goes on. An actor that cannot even start (bad weights path) stops the run with
+(stage ``worker``) and the run goes on (a death with several of the actor's studies failed is charged to none:
+they rerun alone, see :func:`~monai_ils.distributed.ordered_actor_map`). An actor that cannot even start (bad weights path) stops the run with
 that error. Ctrl-C, or any error in the driver, kills the actors; what is written is kept and the same command
 (with either executor) resumes.
 
