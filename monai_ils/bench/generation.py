@@ -9,10 +9,14 @@ runner spreads the studies over N worker processes (start-up included in the tim
 of the largest worker is printed instead; the processor is a :class:`LazyProcessor`, built in the workers only.
 
 ``--executor ray --workers N`` measures, in one run, the local pool and Ray actors with 1 and with N workers
-(each configuration in a fresh process, so memory figures do not mix; one worker has one core: the local
-process pinned, the Ray actor given one CPU): studies/s with and without start-up,
-peak memory per worker and of the driver, the scaling from 1 to N workers, and Ray's throughput as a share of
-the local pool's (the target: Ray's overhead within 15 %).
+(each run in a fresh process, so memory figures do not mix; one worker has one core: the local process
+pinned, the Ray actor given one CPU), alternating local and Ray ``--repeats`` times and taking medians:
+studies/s with and without start-up (the clock starts before the input is indexed, for both; Ray connects in
+the background meanwhile), the peak memory of every worker (each writes its own after each study) and of the
+driver, the scaling from 1 to N workers, Ray's throughput as a share of the local pool's (median of the ratios
+of each Ray run to the local run before it; the target: Ray's overhead within 15 %), Ray's time split
+(``ray.init``, actors ready, first study, first and last result, shutdown; the actors' busy share) and the load
+average before and after each run.
 """
 
 from __future__ import annotations
@@ -78,12 +82,37 @@ def _parser() -> argparse.ArgumentParser:
     add_run_arguments(parser)
     parser.add_argument("--executor", default="local", choices=("local", "ray"),
                         help="ray: compare Ray actors with the local pool at 1 and --workers workers")
+    parser.add_argument("--repeats", type=int, default=1, help="with --executor ray: alternating runs per configuration (medians)")
+    parser.add_argument("--json", default=None, help="with --executor ray: also write every run's figures and the medians here")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # one configuration, JSON out
     return parser
 
 
+class _ReportsPeak:
+    """The benchmark's processor in a worker: after each study it writes this process's peak resident memory to
+    ``folder/<pid>.json``, so the peak of every worker (pool process or Ray actor) is known after the run."""
+
+    def __init__(self, folder: str, max_size: int):
+        self.folder, self.processor = folder, build_processor(max_size)
+
+    def __call__(self, record):
+        import os
+
+        try:
+            return self.processor(record)
+        finally:
+            path = os.path.join(self.folder, f"{os.getpid()}.json")
+            with open(path + ".tmp", "w") as stream:
+                json.dump({"pid": os.getpid(), "peak_rss_mib": peak_rss_mib()}, stream)
+            os.replace(path + ".tmp", path)
+
+
 def run_one(args) -> dict:
-    """One configuration in this process; returns its figures."""
+    """One configuration in this process; returns its figures.
+
+    The clock starts before the input is indexed, for every executor: Ray connects in the background meanwhile
+    (``RayExecutor.start``), as a run of the bundle does while it indexes MIMIC-CXR.
+    """
     parallel = args.workers > 1 or args.executor == "ray"
     if not (args.all_cores or parallel):
         from monai_ils.bench.common import pin_to_one_core
@@ -95,12 +124,21 @@ def run_one(args) -> dict:
 
     work = Path(tempfile.mkdtemp(prefix="ils_bench_"))
     output = Path(args.output) if args.output else work / "dataset"
+    peaks = work / "peaks"
+    peaks.mkdir()
     figures: dict = {"executor": args.executor, "workers": max(1, args.workers), "studies": args.studies}
     try:
+        start = time.perf_counter()
+        inner = None
+        if args.executor == "ray":
+            from monai_ils.generation.ray_executor import RayExecutor
+
+            inner = RayExecutor(concurrency=max(1, args.workers)).start()  # connects while the input is indexed
         records = CSVStudyIndex(sample_study_csv(work / "input", args.studies))
+        indexed = time.perf_counter()
         marks, quarter, done = {}, max(1, args.studies // 4), {"n": 0}
         if parallel:
-            processor, build = LazyProcessor(build_processor, args.max_size), 0.0
+            processor, build = LazyProcessor(_ReportsPeak, str(peaks), args.max_size), 0.0
         else:
             start_build = time.perf_counter()
             built = build_processor(args.max_size)
@@ -113,35 +151,33 @@ def run_one(args) -> dict:
                     marks[done["n"]] = current_rss_mib()
                 return result
 
-        if args.executor == "ray":
-            from monai_ils.generation.ray_executor import RayExecutor
-
-            inner = RayExecutor(concurrency=max(1, args.workers))
-        else:
-            inner = executor_for(args.workers)
-        executor = _Timed(inner)
+        executor = _Timed(inner if inner is not None else executor_for(args.workers))
         runner = GenerationRunner(output, processor, shard_size=args.shard_size, progress=False, overwrite=True,
                                   settings={"bench": args.max_size}, executor=executor)
-        start = time.perf_counter()
+        run_start = time.perf_counter()
         summary = runner.run(records)
-        elapsed = time.perf_counter() - start
+        end = time.perf_counter()
+        worker_peaks = sorted(json.loads(p.read_text())["peak_rss_mib"] for p in peaks.glob("*.json"))
     finally:
         if not args.output:
             shutil.rmtree(work, ignore_errors=True)
-    import resource
-
-    first = executor.first_line_at or start
-    steady = (args.studies - 1) / max(1e-9, start + elapsed - first) if args.studies > 1 else float("nan")
+    elapsed = end - start
+    first = executor.first_line_at or end
+    steady = (args.studies - 1) / max(1e-9, end - first) if args.studies > 1 else float("nan")
     figures.update(ok=summary.ok, skipped=summary.skipped, errors=summary.errors, pairs=summary.pairs, seconds=elapsed,
-                   studies_per_s=args.studies / elapsed, steady_studies_per_s=steady, build_s=build, driver_peak_mib=peak_rss_mib())
-    if args.executor == "ray":
-        figures["worker_peak_mib"] = max(inner.last_run.get("worker_peak_rss_mib") or [float("nan")])
-    elif args.workers > 1:
-        figures["worker_peak_mib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+                   studies_per_s=args.studies / elapsed, steady_studies_per_s=steady, build_s=build, driver_peak_mib=peak_rss_mib(),
+                   index_s=indexed - start, first_line_s=first - start, run_s=end - run_start)
+    if parallel:
+        figures["worker_peaks_mib"] = worker_peaks
+        figures["worker_peak_mib"] = max(worker_peaks) if worker_peaks else float("nan")
     else:
         figures["worker_peak_mib"] = peak_rss_mib()  # this process is the worker
         figures["rss_quarter_mib"], figures["rss_end_mib"] = marks.get(quarter, float("nan")), marks.get(args.studies, float("nan"))
         figures["quarter"] = quarter
+    if inner is not None:
+        timing = dict(inner.last_run.get("timing", {}))
+        figures["ray_timing"] = timing
+        figures["ray_actor_peaks_mib"] = inner.last_run.get("worker_peak_rss_mib")
     return figures
 
 
@@ -160,37 +196,75 @@ def _print_one(args, f: dict) -> None:
     print(f"  machine: {machine()}")
 
 
+def _median(values):
+    import statistics
+
+    values = [v for v in values if v == v]  # not NaN
+    return statistics.median(values) if values else float("nan")
+
+
+def _load() -> str:
+    with open("/proc/loadavg") as stream:
+        return " ".join(stream.read().split()[:3])
+
+
 def compare(args) -> dict:
-    """Local pool and Ray at 1 and N workers, each in a fresh process."""
+    """Local pool and Ray at 1 and N workers, alternating (local, ray, local, ray, ...) ``--repeats`` times, each
+    run in a fresh process; medians."""
     n = max(2, args.workers)
-    results = {}
+    runs: dict = {}
+    loads = [_load()]
     for workers in (1, n):
-        for executor in ("local", "ray"):
-            command = [sys.executable, "-m", "monai_ils.bench", "generation", "--one", "--executor", executor, "--workers",
-                       str(workers if executor == "ray" or workers > 1 else 0), "--studies", str(args.studies),
-                       "--max-size", str(args.max_size), "--shard-size", str(args.shard_size)]
-            if executor == "ray" or workers > 1:  # one local worker is this process pinned to one core, as a Ray actor gets one CPU
-                command.append("--all-cores")
-            done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
-            if done.returncode != 0:
-                raise RuntimeError(f"{executor} with {workers} worker(s) failed:\n{done.stderr[-3000:]}")
-            results[(executor, workers)] = json.loads(done.stdout.strip().splitlines()[-1])
+        for _ in range(max(1, args.repeats)):
+            for executor in ("local", "ray"):
+                command = [sys.executable, "-m", "monai_ils.bench", "generation", "--one", "--executor", executor, "--workers",
+                           str(workers if executor == "ray" or workers > 1 else 0), "--studies", str(args.studies),
+                           "--max-size", str(args.max_size), "--shard-size", str(args.shard_size)]
+                if executor == "ray" or workers > 1:  # one local worker is this process pinned to one core, as a Ray actor gets one CPU
+                    command.append("--all-cores")
+                done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+                if done.returncode != 0:
+                    raise RuntimeError(f"{executor} with {workers} worker(s) failed:\n{done.stderr[-3000:]}")
+                runs.setdefault((executor, workers), []).append(json.loads(done.stdout.strip().splitlines()[-1]))
+                loads.append(_load())
+    results = {key: {field: _median([r[field] for r in rs]) for field in ("studies_per_s", "steady_studies_per_s", "seconds",
+                                                                           "first_line_s", "worker_peak_mib", "driver_peak_mib")}
+               for key, rs in runs.items()}
     print(f"generation runner, {args.studies} studies from RG1_UNCR.dcm, classical backends, cues at {args.max_size} px: "
-          f"local pool vs Ray actors (local Ray on this machine), start-up included")
-    print(f"  {'executor':8} {'workers':>7} {'studies/s':>10} {'after start-up':>15} {'worker peak MiB':>16} {'driver peak MiB':>16}")
+          f"local pool vs Ray actors (local Ray on this machine), indexing and start-up included; "
+          f"median of {max(1, args.repeats)} alternating run(s)")
+    print(f"  {'executor':8} {'workers':>7} {'studies/s':>10} {'after start-up':>15} {'first line s':>13} {'worker peaks MiB':>22} {'driver peak MiB':>16}")
     for (executor, workers), f in results.items():
-        print(f"  {executor:8} {workers:>7} {f['studies_per_s']:>10.2f} {f['steady_studies_per_s']:>15.2f} "
-              f"{f['worker_peak_mib']:>16.0f} {f['driver_peak_mib']:>16.0f}")
-    figures = {}
+        last = runs[(executor, workers)][-1]
+        peaks = "/".join(f"{p:.0f}" for p in last.get("worker_peaks_mib") or [last["worker_peak_mib"]])
+        print(f"  {executor:8} {workers:>7} {f['studies_per_s']:>10.2f} {f['steady_studies_per_s']:>15.2f} {f['first_line_s']:>13.1f} "
+              f"{peaks:>22} {f['driver_peak_mib']:>16.0f}")
+    figures: dict = {"runs": {f"{e}_{w}": rs for (e, w), rs in runs.items()}, "load": loads}
     for executor in ("local", "ray"):
         figures[f"{executor}_scaling"] = results[(executor, n)]["studies_per_s"] / results[(executor, 1)]["studies_per_s"]
-        print(f"  {executor}: {figures[executor + '_scaling']:.2f}x from 1 to {n} workers")
-    figures["ray_vs_local"] = results[("ray", n)]["studies_per_s"] / results[("local", n)]["studies_per_s"]
-    figures["ray_vs_local_steady"] = results[("ray", n)]["steady_studies_per_s"] / results[("local", n)]["steady_studies_per_s"]
+        figures[f"{executor}_scaling_steady"] = results[(executor, n)]["steady_studies_per_s"] / results[(executor, 1)]["steady_studies_per_s"]
+        print(f"  {executor}: {figures[executor + '_scaling']:.2f}x from 1 to {n} workers ({figures[executor + '_scaling_steady']:.2f}x after start-up)")
+    pairs = list(zip(runs[("local", n)], runs[("ray", n)]))  # each Ray run against the local run just before it
+    figures["ray_vs_local"] = _median([r["studies_per_s"] / l["studies_per_s"] for l, r in pairs])
+    figures["ray_vs_local_steady"] = _median([r["steady_studies_per_s"] / l["steady_studies_per_s"] for l, r in pairs])
     overhead = 1 - figures["ray_vs_local"]
-    print(f"  Ray / local pool at {n} workers: {figures['ray_vs_local']:.2f} (overhead {100 * overhead:.0f} %, target <= 15 %: "
-          f"{'met' if overhead <= 0.15 else 'NOT met'}); after start-up {figures['ray_vs_local_steady']:.2f}")
+    print(f"  Ray / local pool at {n} workers (median of paired runs): {figures['ray_vs_local']:.2f} (overhead {100 * overhead:.0f} %, "
+          f"target <= 15 %: {'met' if overhead <= 0.15 else 'NOT met'}); after start-up {figures['ray_vs_local_steady']:.2f}")
+    split = {k: _median([r["ray_timing"].get(k) if r["ray_timing"].get(k) is not None else float("nan") for r in runs[("ray", n)]])
+             for k in ("connect_s", "connected_s", "actors_ready_s", "first_study_s", "first_result_s", "results_done_s", "total_s", "busy_share")}
+    index = _median([r["index_s"] for r in runs[("ray", n)]])
+    figures["ray_split"] = dict(split, index_s=index)
+    print(f"  Ray at {n} workers, seconds from the start (median): input indexed {index:.1f} (ray.init {split['connect_s']:.1f} "
+          f"in the background meanwhile), connected {split['connected_s'] + index:.1f}, actors ready {split['actors_ready_s'] + index:.1f}, "
+          f"first result {split['first_result_s'] + index:.1f} (first study on an actor {split['first_study_s']:.1f} s, processor "
+          f"build included), last result {split['results_done_s'] + index:.1f}, Ray shut down {split['total_s'] + index:.1f}; "
+          f"actors busy {100 * split['busy_share']:.0f} % of the time from ready to the last result")
+    local_first = _median([r["first_line_s"] for r in runs[("local", n)]])
+    print(f"  local pool at {n} workers: first result at {local_first:.1f} s (input indexed {_median([r['index_s'] for r in runs[('local', n)]]):.1f})")
+    print(f"  load average (1, 5, 15 min) before and after each run: {'; '.join(loads)}")
     print(f"  machine: {machine()}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=1, default=str))
     return figures
 
 

@@ -14,6 +14,7 @@ possible intensity. Configs pick a backend by name: ``get_backend("anatomy", "cl
 from __future__ import annotations
 
 import os
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -43,6 +44,89 @@ def check_weights_path(path: str | os.PathLike | None, config_key: str, what: st
     if not os.path.exists(path):
         raise MissingWeightsError(f"Config key '{config_key}' points to {str(path)!r}, which does not exist: download {what}.")
     return str(path)
+
+
+def check_weights_file(folder: str, patterns: Sequence[str], config_key: str, what: str) -> str:
+    """The first file in ``folder`` matching one of ``patterns`` (glob), or an error naming the folder and key."""
+    import glob
+
+    for pattern in patterns:
+        found = sorted(glob.glob(os.path.join(glob.escape(folder), pattern)))
+        if found:
+            return found[0]
+    raise MissingWeightsError(f"Config key '{config_key}' points to {folder!r}, which has no weights file "
+                              f"({' or '.join(patterns)}): it must hold {what}.")
+
+
+def read_json_config(folder: str, config_key: str, what: str) -> dict:
+    """``folder/config.json`` as a dict (read without importing the model library), or an error naming it."""
+    import json
+
+    path = os.path.join(folder, "config.json")
+    if not os.path.isfile(path):
+        raise MissingWeightsError(f"Config key '{config_key}' points to {folder!r}, which has no config.json: it must hold {what}.")
+    try:
+        with open(path, encoding="utf-8") as stream:
+            config = json.load(stream)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path} (config key '{config_key}') is not a readable JSON config: {err}") from err
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} (config key '{config_key}') is not a JSON object.")
+    return config
+
+
+class LazyWeights:
+    """Mixin of the neural backends: paths are checked in ``__init__``, the weights load on first use.
+
+    A subclass names the attributes its weights live in (``lazy_attributes``) and implements ``_load()``,
+    which returns them as a dict. Until then those attributes are absent from the instance; the first access
+    to any of them (a call, a batch, ``backend.model``) loads all of them, once per process (:meth:`load`
+    does it explicitly). Pickling or copying the backend never ships loaded weights: the copy loads its own
+    on first use (so a configured but unused backend costs the driver of a parallel run nothing, and each
+    worker loads once). :meth:`unload` frees them again.
+    """
+
+    lazy_attributes: tuple[str, ...] = ()
+
+    def _load(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @property
+    def loaded(self) -> bool:
+        return all(name in self.__dict__ for name in type(self).lazy_attributes)
+
+    def load(self):
+        """Load the weights now (a no-op once loaded); returns the backend."""
+        if not self.loaded:
+            with _LOAD_LOCK:
+                if not self.loaded:
+                    values = self._load()
+                    missing = set(type(self).lazy_attributes) - set(values)
+                    if missing:
+                        raise RuntimeError(f"{type(self).__name__}._load did not set {sorted(missing)}.")
+                    self.__dict__.update(values)
+        return self
+
+    def unload(self) -> None:
+        """Drop the loaded weights (the next use loads them again)."""
+        for name in type(self).lazy_attributes:
+            self.__dict__.pop(name, None)
+
+    def __getattr__(self, name: str):
+        # Only reached when normal lookup fails: for a lazy attribute that means "not loaded yet".
+        if name in type(self).lazy_attributes and not name.startswith("__"):
+            self.load()
+            return self.__dict__[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in type(self).lazy_attributes}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+
+_LOAD_LOCK = threading.RLock()  # loads are rare: one lock for all backends of the process
 
 
 # ----------------------------------------------------------------------------------------------

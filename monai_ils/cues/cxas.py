@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from monai_ils import vocab
-from monai_ils.cues.base import AnatomyBackend, check_weights_path, finish_masks, register_backend, to_numpy_image
+from monai_ils.cues.base import AnatomyBackend, LazyWeights, check_weights_path, finish_masks, register_backend, to_numpy_image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -153,8 +153,9 @@ def load_cxas_checkpoint(path: str, map_location: str | torch.device = "cpu") ->
 
 
 @register_backend("anatomy", "cxas")
-class CXASAnatomy(AnatomyBackend):
-    """CXAS backend (see module doc).
+class CXASAnatomy(LazyWeights, AnatomyBackend):
+    """CXAS backend (see module doc). The checkpoint path is checked here, the network loaded on first use
+    (``model``; see :class:`~monai_ils.cues.base.LazyWeights`).
 
     Args:
         weights: checkpoint path (config key ``cxas_weights``).
@@ -166,13 +167,17 @@ class CXASAnatomy(AnatomyBackend):
 
     def __init__(self, weights: str | os.PathLike | None = None, labels: Sequence[str] | None = None, size: int = 512,
                  device: str = "cpu", batch_size: int = 4, threshold: float = 0.5):
-        path = check_weights_path(weights, "cxas_weights", WEIGHTS_HELP)
+        self.weights = check_weights_path(weights, "cxas_weights", WEIGHTS_HELP)
         self.device = torch.device(device)
-        self.model = load_cxas_checkpoint(path).to(self.device)
         self.labels = tuple(vocab.check_anatomy_label(label) for label in labels) if labels else tuple(vocab.CXAS_LABEL_IDS)
         self.size, self.batch_size, self.threshold = int(size), int(batch_size), float(threshold)
         self._mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+    lazy_attributes = ("model",)
+
+    def _load(self) -> dict[str, Any]:
+        return {"model": load_cxas_checkpoint(self.weights).to(self.device)}
 
     def _prepare(self, array: np.ndarray) -> torch.Tensor:
         lo, hi = float(array.min()), float(array.max())

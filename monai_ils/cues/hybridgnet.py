@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from monai_ils import vocab
-from monai_ils.cues.base import AnatomyBackend, check_weights_path, finish_masks, register_backend, to_numpy_image
+from monai_ils.cues.base import AnatomyBackend, LazyWeights, check_weights_path, finish_masks, register_backend, to_numpy_image
 from monai_ils.cues.chexmask import HYBRIDGNET_SLICES
 
 ORGAN_SIZES = (44, 50, 26)  # right lung, left lung, heart
@@ -229,19 +229,23 @@ def fill_contours(landmarks: np.ndarray, shape: tuple[int, int]) -> dict[str, np
 
 
 @register_backend("anatomy", "hybridgnet")
-class HybridGNetAnatomy(AnatomyBackend):
-    """HybridGNet backend (see module doc). ``weights`` is config key ``hybridgnet_weights``."""
+class HybridGNetAnatomy(LazyWeights, AnatomyBackend):
+    """HybridGNet backend (see module doc). ``weights`` is config key ``hybridgnet_weights``: checked here, the
+    network (``model``, and ``input_size`` read from it) loaded on first use (:class:`~monai_ils.cues.base.LazyWeights`)."""
 
     name = "hybridgnet"
     labels = (vocab.RIGHT_LUNG, vocab.LEFT_LUNG, vocab.HEART)
 
     def __init__(self, weights: str | os.PathLike | None = None, device: str = "cpu", with_zones: bool = True):
-        path = check_weights_path(weights, "hybridgnet_weights", WEIGHTS_HELP)
+        self.weights = check_weights_path(weights, "hybridgnet_weights", WEIGHTS_HELP)
         self.device = torch.device(device)
-        self.model = load_hybridgnet(path).to(self.device)
-        self.input_size = self.model.encoder.fc_mu.in_features // 128
-        self.input_size = int(round(self.input_size**0.5)) * 32
         self.with_zones = with_zones
+
+    lazy_attributes = ("model", "input_size")
+
+    def _load(self) -> dict[str, Any]:
+        model = load_hybridgnet(self.weights).to(self.device)
+        return {"model": model, "input_size": int(round((model.encoder.fc_mu.in_features // 128) ** 0.5)) * 32}
 
     def landmarks(self, image: Any) -> np.ndarray:
         """The 120 landmarks (x, y) in the image's pixel coordinates."""

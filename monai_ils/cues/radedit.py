@@ -28,17 +28,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from monai_ils.cues.base import CounterfactualBackend, as_mask, check_weights_path, max_intensity_of, register_backend, to_numpy_image
+from monai_ils.cues.base import (CounterfactualBackend, LazyWeights, as_mask, check_weights_file, check_weights_path, max_intensity_of,
+                                 read_json_config, register_backend, to_numpy_image)
 
 DEFAULT_PROMPT = "No acute cardiopulmonary process"
 TEXT_MAX_LENGTH = 128
 
 
-def load_text_encoder(path: str, trust_remote_code: bool = False, dtype: torch.dtype = torch.float32):
-    """BioViL-T / CXR-BERT as a transformers model and its tokenizer, from a local folder."""
+def load_text_encoder(path: str, trust_remote_code: bool = False, dtype: torch.dtype = torch.float32, tokenizer_path: str | None = None):
+    """BioViL-T / CXR-BERT as a transformers model and its tokenizer (from ``tokenizer_path``, default ``path``), from local folders."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer, BertModel
 
-    tokenizer = AutoTokenizer.from_pretrained(path, model_max_length=TEXT_MAX_LENGTH, trust_remote_code=trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path or path, model_max_length=TEXT_MAX_LENGTH, trust_remote_code=trust_remote_code)
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code) if trust_remote_code else None
     if trust_remote_code:
         model = AutoModel.from_pretrained(path, config=config, trust_remote_code=True, dtype=dtype)
@@ -49,8 +50,12 @@ def load_text_encoder(path: str, trust_remote_code: bool = False, dtype: torch.d
 
 
 @register_backend("counterfactual", "radedit")
-class RadEditCounterfactual(CounterfactualBackend):
+class RadEditCounterfactual(LazyWeights, CounterfactualBackend):
     """RadEdit (see module doc).
+
+    The folders, their weights files and configs (widths, VAE factor) are checked here without loading
+    anything; the UNet, VAE, text encoder, tokenizer and scheduler load on first use
+    (:class:`~monai_ils.cues.base.LazyWeights`), so a configured backend costs nothing until it edits an image.
 
     Args:
         unet, vae, text_encoder: local folders (config keys ``radedit_unet``, ``radedit_vae``,
@@ -65,26 +70,44 @@ class RadEditCounterfactual(CounterfactualBackend):
                  tokenizer: str | os.PathLike | None = None, prompt: str = DEFAULT_PROMPT, num_inference_steps: int = 100,
                  guidance_scale: float = 7.5, size: int = 512, device: str = "cpu", dtype: str | torch.dtype = "float32",
                  trust_remote_code: bool = False, seed: int = 0):
-        unet = check_weights_path(unet, "radedit_unet", "the RadEdit UNet folder ('unet/' of microsoft/radedit: config.json + diffusion_pytorch_model.safetensors)")
-        vae = check_weights_path(vae, "radedit_vae", "the SDXL VAE folder (stabilityai/sdxl-vae: config.json + diffusion_pytorch_model.safetensors)")
-        text_encoder = check_weights_path(text_encoder, "radedit_text_encoder", "the BioViL-T text encoder folder (microsoft/BiomedVLP-BioViL-T)")
-        tokenizer = check_weights_path(tokenizer or text_encoder, "radedit_tokenizer", "the BioViL-T tokenizer files (vocab.txt, tokenizer_config.json)")
-        from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-
+        unet_help = "the RadEdit UNet folder ('unet/' of microsoft/radedit: config.json + diffusion_pytorch_model.safetensors)"
+        vae_help = "the SDXL VAE folder (stabilityai/sdxl-vae: config.json + diffusion_pytorch_model.safetensors)"
+        text_help = "the BioViL-T text encoder folder (microsoft/BiomedVLP-BioViL-T)"
+        self.unet_path = check_weights_path(unet, "radedit_unet", unet_help)
+        self.vae_path = check_weights_path(vae, "radedit_vae", vae_help)
+        self.text_encoder_path = check_weights_path(text_encoder, "radedit_text_encoder", text_help)
+        self.tokenizer_path = check_weights_path(tokenizer or text_encoder, "radedit_tokenizer", "the BioViL-T tokenizer files (vocab.txt, tokenizer_config.json)")
+        diffusers_weights = ("diffusion_pytorch_model*.safetensors", "diffusion_pytorch_model*.bin")
+        check_weights_file(self.unet_path, diffusers_weights, "radedit_unet", unet_help)
+        check_weights_file(self.vae_path, diffusers_weights, "radedit_vae", vae_help)
+        check_weights_file(self.text_encoder_path, ("model*.safetensors", "pytorch_model*.bin"), "radedit_text_encoder", text_help)
+        unet_config = read_json_config(self.unet_path, "radedit_unet", unet_help)
+        vae_config = read_json_config(self.vae_path, "radedit_vae", vae_help)
+        text_config = read_json_config(self.text_encoder_path, "radedit_text_encoder", text_help)
+        width, cross = text_config.get("hidden_size"), unet_config.get("cross_attention_dim")
+        if width != cross:
+            raise ValueError(f"text encoder width {width} ({self.text_encoder_path}) does not match the UNet's cross_attention_dim {cross} ({self.unet_path}).")
         self.device = torch.device(device)
         self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-        self.unet = UNet2DConditionModel.from_pretrained(unet, torch_dtype=self.dtype).to(self.device).eval()
-        self.vae = AutoencoderKL.from_pretrained(vae, torch_dtype=self.dtype).to(self.device).eval()
-        self.text_encoder, self.tokenizer = load_text_encoder(text_encoder, trust_remote_code, self.dtype)
-        self.text_encoder.to(self.device)
-        if self.text_encoder.config.hidden_size != self.unet.config.cross_attention_dim:
-            raise ValueError(f"text encoder width {self.text_encoder.config.hidden_size} does not match the UNet's cross_attention_dim {self.unet.config.cross_attention_dim}.")
-        self.scheduler = DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="linear", clip_sample=False,
-                                       set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon", timestep_spacing="trailing")
+        self.trust_remote_code = bool(trust_remote_code)
         self.prompt, self.steps, self.guidance_scale, self.size, self.seed = prompt, int(num_inference_steps), float(guidance_scale), int(size), int(seed)
-        self.vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.vae_factor = 2 ** (len(vae_config.get("block_out_channels", (0,))) - 1)
         if self.size % self.vae_factor:
             raise ValueError(f"size {self.size} must be a multiple of the VAE's downsampling factor {self.vae_factor}.")
+
+    lazy_attributes = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+
+    def _load(self) -> dict[str, Any]:
+        from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+
+        unet = UNet2DConditionModel.from_pretrained(self.unet_path, torch_dtype=self.dtype).to(self.device).eval()
+        vae = AutoencoderKL.from_pretrained(self.vae_path, torch_dtype=self.dtype).to(self.device).eval()
+        text_encoder, tokenizer = load_text_encoder(self.text_encoder_path, self.trust_remote_code, self.dtype, self.tokenizer_path)
+        if text_encoder.config.hidden_size != unet.config.cross_attention_dim:  # a remote-code config may differ from config.json
+            raise ValueError(f"text encoder width {text_encoder.config.hidden_size} does not match the UNet's cross_attention_dim {unet.config.cross_attention_dim}.")
+        scheduler = DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="linear", clip_sample=False,
+                                  set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon", timestep_spacing="trailing")
+        return {"unet": unet, "vae": vae, "text_encoder": text_encoder.to(self.device), "tokenizer": tokenizer, "scheduler": scheduler}
 
     @torch.no_grad()
     def encode_text(self, prompt: str) -> torch.Tensor:

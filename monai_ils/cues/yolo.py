@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from monai_ils import vocab
-from monai_ils.cues.base import BoxBackend, Boxes, check_weights_path, register_backend, to_numpy_image
+from monai_ils.cues.base import BoxBackend, Boxes, LazyWeights, check_weights_path, register_backend, to_numpy_image
 
 WEIGHTS_HELP = "an ultralytics YOLO detection checkpoint (.pt) trained on the 14 VinBigData classes (e.g. a VinBigData Chest X-ray Abnormalities Detection solution)"
 
@@ -82,8 +82,10 @@ def to_uint8_rgb(array: np.ndarray) -> np.ndarray:
 
 
 @register_backend("boxes", "yolo")
-class YOLOBoxes(BoxBackend):
-    """VinBigData YOLO detector (see module doc).
+class YOLOBoxes(LazyWeights, BoxBackend):
+    """VinBigData YOLO detector (see module doc). The checkpoint path is checked here; ultralytics is imported,
+    made offline and the detector (``model``) loaded on first use (:class:`~monai_ils.cues.base.LazyWeights`),
+    when its class count is checked too.
 
     Args:
         weights: the checkpoint path (config key ``yolo_weights``).
@@ -97,15 +99,21 @@ class YOLOBoxes(BoxBackend):
 
     def __init__(self, weights: str | os.PathLike | None = None, conf: float = 0.01, iou: float = 0.5, imgsz: int = 1024,
                  device: str = "cpu", config_dir: str | os.PathLike | None = None, batch_size: int = 8):
-        path = check_weights_path(weights, "yolo_weights", WEIGHTS_HELP)
-        prepare_offline_ultralytics(config_dir)
+        self.weights = check_weights_path(weights, "yolo_weights", WEIGHTS_HELP)
+        self.config_dir = None if config_dir is None else str(config_dir)
+        self.conf, self.iou, self.imgsz, self.device, self.batch_size = float(conf), float(iou), int(imgsz), device, int(batch_size)
+
+    lazy_attributes = ("model",)
+
+    def _load(self) -> dict[str, Any]:
+        prepare_offline_ultralytics(self.config_dir)
         from ultralytics import YOLO
 
-        self.model = YOLO(path, task="detect")
-        names = self.model.names
+        model = YOLO(self.weights, task="detect")
+        names = model.names
         if len(names) != len(vocab.VINBIG_CLASSES):
-            raise ValueError(f"{path}: the detector has {len(names)} classes; the VinBigData model has {len(vocab.VINBIG_CLASSES)}.")
-        self.conf, self.iou, self.imgsz, self.device, self.batch_size = float(conf), float(iou), int(imgsz), device, int(batch_size)
+            raise ValueError(f"{self.weights}: the detector has {len(names)} classes; the VinBigData model has {len(vocab.VINBIG_CLASSES)}.")
+        return {"model": model}
 
     def _predict(self, arrays: Sequence[np.ndarray]) -> list[Boxes]:
         results = self.model.predict([to_uint8_rgb(a) for a in arrays], conf=self.conf, iou=self.iou, imgsz=self.imgsz,

@@ -51,6 +51,8 @@ def test_yolo_offline_end_to_end(yolo_checkpoint, monkeypatch):
 
     monkeypatch.setattr(socket, "getaddrinfo", no_network)
     backend = get_backend("boxes", "yolo", weights=path, imgsz=64, conf=0.25, config_dir=root / "config")
+    assert not backend.loaded
+    backend.load()  # ultralytics is imported and made offline when the detector loads
     assert (root / "config" / "Ultralytics" / "Arial.ttf").is_file()
     from PIL import Image, UnidentifiedImageError
 
@@ -156,8 +158,9 @@ def test_cxas_checkpoint_loads_and_maps_channel_ids(tmp_path):
     assert masks["heart"].all() and masks["left lung"].all() and not masks["right lung"].any() and not masks["lung upper lobe right"].any()
     assert results[1]["anatomy"]["heart"].shape == (1, 90, 40)
     torch.save({"model": {k: v for k, v in model.state_dict().items() if not k.startswith("head.out")}}, tmp_path / "partial.pth")
+    partial = get_backend("anatomy", "cxas", weights=tmp_path / "partial.pth")  # the file exists: checked on load
     with pytest.raises(ValueError, match="missing keys"):
-        get_backend("anatomy", "cxas", weights=tmp_path / "partial.pth")
+        partial(_image())
 
 
 # -------------------------------------------------------------------------------------------- HybridGNet
@@ -197,9 +200,10 @@ def test_hybridgnet_loads_state_dict_and_fills_contours(tmp_path):
     masks = fill_contours(landmarks, (40, 60))
     assert masks["right lung"].sum() == 16 * 26 and masks["right lung"][5:31, 5:21].all()
     assert masks["heart"][25:36, 22:39].all() and masks["heart"].sum() == 11 * 17
+    torch.save({"x": torch.zeros(1)}, tmp_path / "bad.pt")
+    bad = get_backend("anatomy", "hybridgnet", weights=tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="not a HybridGNet state dict"):
-        torch.save({"x": torch.zeros(1)}, tmp_path / "bad.pt")
-        get_backend("anatomy", "hybridgnet", weights=tmp_path / "bad.pt")
+        bad.load()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -216,3 +220,106 @@ def test_radedit_and_cxas_run_on_cuda(radedit_folders, tmp_path):
     cxas = get_backend("anatomy", "cxas", weights=path, size=64, device="cuda:0")
     assert next(cxas.model.parameters()).device.type == "cuda"
     assert cxas(_image())["heart"].all()
+
+
+# ------------------------------------------------------------------------------------- lazy weights
+def _rss_mib() -> float:
+    import os
+
+    with open("/proc/self/statm") as stream:
+        return int(stream.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    if hasattr(a, "boxes") and hasattr(a, "classes"):
+        return np.array_equal(a.boxes, b.boxes) and np.array_equal(a.scores, b.scores) and np.array_equal(a.classes, b.classes)
+    return np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def _check_lazy(backend, call):
+    """Not loaded when built, nothing heavy pickled, loaded by the first call with the output of an eager load,
+    and a used backend pickles without its weights and reloads in the copy."""
+    import pickle
+
+    names = type(backend).lazy_attributes
+    assert names and not backend.loaded and not set(names) & set(vars(backend))
+    unused = pickle.dumps(backend)
+    assert len(unused) < 4096, len(unused)  # paths and settings only
+    eager = pickle.loads(unused).load()
+    assert eager.loaded
+    out = call(backend)
+    assert backend.loaded and set(names) <= set(vars(backend))
+    assert _same(out, call(eager))
+    used = pickle.dumps(backend)
+    assert len(used) < 4096, len(used)  # the loaded weights stayed behind
+    copy = pickle.loads(used)
+    assert not copy.loaded and backend.loaded
+    assert _same(call(copy), out)
+    backend.unload()
+    assert not backend.loaded and _same(call(backend), out)
+
+
+def test_cxas_loads_on_first_use_only(tmp_path):
+    model = _random_cxas()  # full size: 73 M parameters, ~280 MiB of float32
+    path = tmp_path / "UNet_ResNet50_default.pth"
+    torch.save({"model": model.state_dict()}, path)
+    del model
+    before = _rss_mib()
+    backend = get_backend("anatomy", "cxas", weights=path, size=64, labels=["heart", "left lung"])
+    assert _rss_mib() - before < 20  # built without reading the checkpoint
+    masks = backend(_image())
+    assert _rss_mib() - before > 150  # the first call read it
+    assert masks["heart"].all() and masks["left lung"].all()
+    backend.unload()
+    _check_lazy(backend, lambda b: b(_image()))
+
+
+def test_hybridgnet_loads_on_first_use_only(tmp_path):
+    from monai_ils.cues.hybridgnet import HybridGNet
+
+    torch.manual_seed(0)
+    path = tmp_path / "bestMSE.pt"
+    torch.save(HybridGNet(input_size=64).state_dict(), path)
+    backend = get_backend("anatomy", "hybridgnet", weights=path)
+    _check_lazy(backend, lambda b: b(_image(90, 70)))
+    assert backend.input_size == 64  # read from the loaded network's encoder
+
+
+def test_radedit_loads_on_first_use_only(radedit_folders):
+    backend = get_backend("counterfactual", "radedit", unet=radedit_folders / "unet", vae=radedit_folders / "vae",
+                          text_encoder=radedit_folders / "text_encoder", num_inference_steps=2, size=32)
+    assert backend.vae_factor == 2  # read from the VAE's config.json, no weights loaded
+    region = np.zeros((50, 40), bool)
+    region[10:40, 5:35] = True
+    _check_lazy(backend, lambda b: b(_image(50, 40), region))
+
+
+def test_yolo_loads_on_first_use_only(yolo_checkpoint):
+    root, path = yolo_checkpoint
+    backend = get_backend("boxes", "yolo", weights=path, imgsz=64, conf=0.25, config_dir=root / "config")
+    _check_lazy(backend, lambda b: b(_image()))
+
+
+def test_missing_weights_fail_at_construction_naming_them(radedit_folders, tmp_path):
+    import shutil
+
+    from monai_ils.cues.base import MissingWeightsError
+
+    with pytest.raises(MissingWeightsError, match="cxas_weights.*nowhere.pth.*does not exist"):
+        get_backend("anatomy", "cxas", weights=tmp_path / "nowhere.pth")
+    with pytest.raises(MissingWeightsError, match="hybridgnet_weights' is not set"):
+        get_backend("anatomy", "hybridgnet")
+    with pytest.raises(MissingWeightsError, match="yolo_weights.*missing.pt"):
+        get_backend("boxes", "yolo", weights=tmp_path / "missing.pt")
+    folders = {name: tmp_path / name for name in ("unet", "vae", "text_encoder")}
+    for name, folder in folders.items():
+        shutil.copytree(radedit_folders / name, folder)
+    (folders["vae"] / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(MissingWeightsError, match="radedit_vae.*has no weights file .diffusion_pytorch_model"):
+        get_backend("counterfactual", "radedit", **{k: str(v) for k, v in folders.items()})
+    shutil.copy(radedit_folders / "vae" / "diffusion_pytorch_model.safetensors", folders["vae"])
+    (folders["unet"] / "config.json").unlink()
+    with pytest.raises(MissingWeightsError, match="radedit_unet.*has no config.json"):
+        get_backend("counterfactual", "radedit", **{k: str(v) for k, v in folders.items()})

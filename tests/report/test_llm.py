@@ -302,3 +302,25 @@ def test_http_structurer_survives_pickling_for_worker_processes(server):
     copy = pickle.loads(pickle.dumps(structurer))
     assert copy.backend._pool is None and copy.backend.url == structurer.backend.url
     assert copy.structure(GOOD_REPORT, "findings").findings == before
+
+
+def test_transformers_backend_loads_on_first_use_and_pickles_without_weights(tiny_model_dir, tmp_path):
+    import pickle
+    import shutil
+
+    backend = TransformersChatBackend(tiny_model_dir, max_new_tokens=6, batch_size=2)
+    assert not backend.loaded and backend.model is None and backend.tokenizer is None
+    unused = pickle.dumps(backend)
+    assert len(unused) < 2048  # path and settings only
+    conversation = [[{"role": "user", "content": "opacity effusion"}]]
+    first = backend.complete(conversation)
+    assert backend.loaded and first[0].ok
+    eager = pickle.loads(unused).load()
+    assert eager.loaded and eager.complete(conversation)[0].text == first[0].text
+    copy = pickle.loads(pickle.dumps(backend))  # a used backend leaves its weights behind
+    assert not copy.loaded and len(pickle.dumps(backend)) < 2048
+    assert copy.complete(conversation)[0].text == first[0].text
+    no_weights = tmp_path / "no-weights"
+    shutil.copytree(tiny_model_dir, no_weights, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+    with pytest.raises(FileNotFoundError, match="no weights file"):
+        TransformersChatBackend(no_weights)

@@ -183,43 +183,84 @@ class TransformersChatBackend:
     Greedy decoding in batches of ``batch_size``; the tokenizer's chat template builds the prompt.
     transformers has no JSON-schema decoding here, so the schema is stated in the prompt and the
     structurer validates the answer (one retry, then the rule-based fallback).
+
+    The directory (config.json and a weights file) is checked here; the tokenizer and model load on the
+    first :meth:`complete` (or :meth:`load`), in the process that uses them. A pickled copy (for a worker
+    process or Ray actor) never carries loaded weights: it loads its own on first use.
     """
 
     name = "transformers"
+    _loaded_attributes = ("tokenizer", "model")
+    _weights_patterns = ("model*.safetensors", "pytorch_model*.bin")
 
     def __init__(self, model_path: str | Path, device: str = "cpu", dtype: str | None = None, max_new_tokens: int = 512,
                  batch_size: int = 4, trust_remote_code: bool = False):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         path = Path(model_path)
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"TransformersChatBackend: no config.json in {path} (expected a save_pretrained directory)")
-        self.torch = torch
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        if getattr(self.tokenizer, "chat_template", None) is None:
-            raise ValueError(f"TransformersChatBackend: the tokenizer in {path} has no chat template")
-        kwargs = {"local_files_only": True, "trust_remote_code": trust_remote_code}
-        if dtype is not None:
-            kwargs["dtype"] = getattr(torch, dtype)
-        self.model = AutoModelForCausalLM.from_pretrained(path, **kwargs).to(device).eval()
+        if not any(next(path.glob(pattern), None) is not None for pattern in self._weights_patterns):
+            raise FileNotFoundError(f"TransformersChatBackend: no weights file ({' or '.join(self._weights_patterns)}) in {path}")
+        self.path = path
+        self.dtype = dtype
+        self.trust_remote_code = bool(trust_remote_code)
         self.device = device
         self.max_new_tokens = int(max_new_tokens)
         self.batch_size = max(1, int(batch_size))
+        self.tokenizer = self.model = None
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self.model is not None
+
+    def load(self) -> TransformersChatBackend:
+        """Load the tokenizer and model now (a no-op once loaded)."""
+        with self._lock:
+            if self.model is not None:
+                return self
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True, trust_remote_code=self.trust_remote_code)
+            tokenizer.padding_side = "left"
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            if getattr(tokenizer, "chat_template", None) is None:
+                raise ValueError(f"TransformersChatBackend: the tokenizer in {self.path} has no chat template")
+            kwargs = {"local_files_only": True, "trust_remote_code": self.trust_remote_code}
+            if self.dtype is not None:
+                kwargs["dtype"] = getattr(torch, self.dtype)
+            self.model = AutoModelForCausalLM.from_pretrained(self.path, **kwargs).to(self.device).eval()
+            self.tokenizer = tokenizer
+        return self
+
+    def unload(self) -> None:
+        """Drop the loaded tokenizer and model (the next use loads them again)."""
+        with self._lock:
+            self.tokenizer = self.model = None
+
+    def __getstate__(self) -> dict:
+        state = {k: v for k, v in self.__dict__.items() if k != "_lock"}
+        state.update(tokenizer=None, model=None)  # a copy loads its own
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
 
     def _generate(self, conversations: list[Messages]) -> list[str]:
         prompts = [self.tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-        with self.torch.inference_mode():
+        import torch
+
+        with torch.inference_mode():
             out = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False,
                                       pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id)
         new = out[:, enc["input_ids"].shape[1]:]
         return self.tokenizer.batch_decode(new, skip_special_tokens=True)
 
     def complete(self, conversations: list[Messages], schema: dict | None = None) -> list[ChatResult]:
+        if conversations:
+            self.load()  # a model that cannot load is a configuration error: raised, not recorded per report
         results: list[ChatResult] = []
         for i in range(0, len(conversations), self.batch_size):
             batch = [_schema_hint(c, schema) for c in conversations[i:i + self.batch_size]]
