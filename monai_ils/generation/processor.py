@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from monai_ils.data.mimic_cxr import StudyRecord
 from monai_ils.generation.findings import StudyGrounding
-from monai_ils.generation.overlay import OverlayCanvas
+from monai_ils.generation.overlay import OVERLAY_SIZE, OverlayCanvas
 from monai_ils.generation.pairs import PairGenerator
 from monai_ils.generation.qc import StudyQC
 from monai_ils.generation.results import SkipStudy, StageError, StudyResult
@@ -29,6 +29,8 @@ class PairsProcessor:
         qc: view filter and verdict; default ``StudyQC()`` (PA/AP only; records without a view pass only
             with ``StudyQC(require_view=False)``).
         overlays: draw one overlay PNG per positive mask when the grounding carries the image.
+        overlay_size: longer side of the overlay PNGs in pixels (default ``OVERLAY_SIZE``, 512; None: full size).
+            The display image is computed once per study at this size and every mask is drawn on it.
         export_images: write an 8-bit PNG of each image into the dataset and point its pairs at it (what
             ROSALIA's training code reads; it cannot read DICOM). Needs the grounding to carry the image.
         dicom_exporter: ``grounding -> {kind: path}`` (``monai_ils.dicom.DicomExporter``) writing the study's DICOM
@@ -36,13 +38,16 @@ class PairsProcessor:
     """
 
     def __init__(self, grounder: Grounder, generator: PairGenerator | None = None, qc: StudyQC | None = None, overlays: bool = True,
-                 export_images: bool = False, dicom_exporter: Callable[[StudyGrounding], dict] | None = None):
+                 overlay_size: int | None = OVERLAY_SIZE, export_images: bool = False, dicom_exporter: Callable[[StudyGrounding], dict] | None = None):
         if not callable(grounder):
             raise TypeError(f"grounder must be callable (record -> StudyGrounding), got {type(grounder).__name__}.")
         self.grounder = grounder
         self.generator = generator or PairGenerator()
         self.qc = qc or StudyQC()
         self.overlays = bool(overlays)
+        if overlay_size is not None and int(overlay_size) < 1:
+            raise ValueError(f"overlay_size must be a positive number of pixels or None (full size), got {overlay_size}.")
+        self.overlay_size = None if overlay_size is None else int(overlay_size)
         self.export_images = bool(export_images)
         self.dicom_exporter = dicom_exporter
 
@@ -67,7 +72,7 @@ class PairsProcessor:
         overlays = {}
         canvas = None  # the display image, computed once per study for every overlay and the exported copy
         if grounding.image is not None and ((self.overlays and pairs.masks) or self.export_images):
-            canvas = OverlayCanvas(grounding.image)
+            canvas = OverlayCanvas(grounding.image, self.overlay_size)
         if self.overlays and canvas is not None:
             for name, mask in pairs.masks.items():
                 overlays[name] = canvas.draw(mask)
