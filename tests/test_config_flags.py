@@ -66,3 +66,15 @@ def test_train_resume_false_is_no_resume_true_is_the_run_folder_and_other_text_i
     assert isinstance(loader, DeepSpeedCheckpointLoader) and Path(loader.load_dir) == tmp_path and not loader.required
     other = handler(str(tmp_path / "nope"))
     assert Path(other.load_dir) == tmp_path / "nope" and other.required
+
+
+def test_generation_executor_local_builds_no_ray_executor_and_a_typo_is_refused():
+    """``executor`` is local or ray; ``rey`` must not silently run locally (and ``local`` never starts Ray)."""
+    assert _parser("ils_generation/configs/generation.json").get_parsed_content("run_executor") is None
+    with pytest.raises(Exception) as error:
+        _parser("ils_generation/configs/generation.json", executor="rey").get_parsed_content("run_executor")
+    err, causes = error.value, []
+    while err is not None:
+        causes.append(str(err))
+        err = err.__cause__
+    assert "executor must be one of local, ray, got 'rey'." in causes

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from monai_ils.data.mimic_cxr import StudyRecord
 from monai_ils.generation.findings import StudyGrounding
 from monai_ils.generation.images import export_image, export_mode, should_export
-from monai_ils.generation.overlay import OverlayCanvas
+from monai_ils.generation.overlay import OVERLAY_SIZE, OverlayCanvas
 from monai_ils.generation.pairs import PairGenerator
 from monai_ils.generation.qc import StudyQC
 from monai_ils.generation.results import SkipStudy, StageError, StudyResult
@@ -34,12 +34,15 @@ class PairsProcessor:
             (DICOM, 16-bit PNG) into the dataset and point its pairs at it, so an OpenCV-based reader (ROSALIA's
             training code) reads it with full contrast; True: export every image; False: never (pairs point at the
             input files). The export is ``LoadCXR`` + ``ScaleCXRIntensity`` (see ``monai_ils.generation.images``).
+        overlay_size: longer side of the overlay PNGs in pixels (default ``OVERLAY_SIZE``, 512; None: full size).
+            The display image is computed once per study at this size and every mask is drawn on it.
         dicom_exporter: ``grounding -> {kind: path}`` (``monai_ils.dicom.DicomExporter``) writing the study's DICOM
             SEG and TID 1500 SR; its paths go into the shard line's ``info["dicom"]``. None: no DICOM output.
     """
 
     def __init__(self, grounder: Grounder, generator: PairGenerator | None = None, qc: StudyQC | None = None, overlays: bool = True,
-                 export_images: bool | str = "auto", dicom_exporter: Callable[[StudyGrounding], dict] | None = None):
+                 export_images: bool | str = "auto", dicom_exporter: Callable[[StudyGrounding], dict] | None = None,
+                 overlay_size: int | None = OVERLAY_SIZE):
         if not callable(grounder):
             raise TypeError(f"grounder must be callable (record -> StudyGrounding), got {type(grounder).__name__}.")
         self.grounder = grounder
@@ -47,6 +50,9 @@ class PairsProcessor:
         self.qc = qc or StudyQC()
         self.overlays = bool(overlays)
         self.export_images = export_mode(export_images)
+        if overlay_size is not None and int(overlay_size) < 1:
+            raise ValueError(f"overlay_size must be a positive number of pixels or None (full size), got {overlay_size}.")
+        self.overlay_size = None if overlay_size is None else int(overlay_size)
         self.dicom_exporter = dicom_exporter
 
     def __call__(self, record: StudyRecord) -> StudyResult:
@@ -68,10 +74,8 @@ class PairsProcessor:
         except Exception as err:
             raise StageError("pairs", f"{type(err).__name__}: {err}") from err
         overlays = {}
-        canvas = None  # the display image, computed once per study for every overlay and the exported copy
-        if grounding.image is not None and ((self.overlays and pairs.masks) or self.export_images):
-            canvas = OverlayCanvas(grounding.image)
-        if self.overlays and canvas is not None:
+        if self.overlays and pairs.masks and grounding.image is not None:
+            canvas = OverlayCanvas(grounding.image, self.overlay_size)  # the display image, once per study
             for name, mask in pairs.masks.items():
                 overlays[name] = canvas.draw(mask)
         info = {

@@ -18,7 +18,7 @@ Output folder::
     shards/shard-00000.jsonl      one line per study: {"key", "status", "samples", "error", ...}
     shards/shard-00001.jsonl.part the shard being written
     masks/<study>/<lesion>_<n>.png
-    overlays/<study>/...png       when the processor draws them
+    overlays/<study>/...jpg       when the processor draws them
     images/<study>.png            8-bit copies of the images, when the processor exports them
     dataset.json  pairs.jsonl  errors.jsonl  statistics.{csv,md,png}  summary.json   (after merge)
 """

@@ -76,7 +76,7 @@ class StudyWriter:
             save_mask_png(mask, self.mask_dir / relative)
         if self.write_overlays:
             for relative, rgb in result.overlays.items():
-                save_rgb(rgb, self.overlay_dir / relative, compress_level=1)  # quick-look images: fast, still lossless
+                save_rgb(rgb, self.overlay_dir / overlay_name(relative), format="JPEG")
         exported = None
         if result.image is not None:
             exported = self.image_dir / f"{mask_folder_name(record.key)}.png"
@@ -93,11 +93,22 @@ class StudyWriter:
             line["samples"].append(sample_to_record(sample, self.output_dir))
         line["info"] = result.info
         if result.overlays and self.write_overlays:
-            line["overlays"] = [str((self.overlay_dir / r).relative_to(self.output_dir)) for r in result.overlays]
+            line["overlays"] = [str((self.overlay_dir / overlay_name(r)).relative_to(self.output_dir)) for r in result.overlays]
 
 
-def save_rgb(rgb, path: Path, compress_level: int = 6) -> None:
-    """Write an 8-bit grey or RGB array as PNG through a temporary, so a kill never leaves half a file."""
+OVERLAY_JPEG_QUALITY = 90
+"""Overlays are quick-look pictures: JPEG at this quality encodes ~4x faster than the fastest PNG deflate and is
+~5x smaller (measured on the sample at 512 px: 3 ms / 36 KB vs 13 ms / 187 KB); masks stay lossless PNGs."""
+
+
+def overlay_name(mask_name) -> str:
+    """The overlay file of a mask (``pneumonia_0.png`` -> ``pneumonia_0.jpg``), beside it in ``overlays/``."""
+    return str(Path(mask_name).with_suffix(".jpg"))
+
+
+def save_rgb(rgb, path: Path, compress_level: int = 6, format: str = "PNG") -> None:
+    """Write an 8-bit grey or RGB array as PNG (or JPEG at :data:`OVERLAY_JPEG_QUALITY`) through a temporary, so
+    a kill never leaves half a file."""
     from PIL import Image
 
     array = np.asarray(rgb)
@@ -105,5 +116,6 @@ def save_rgb(rgb, path: Path, compress_level: int = 6) -> None:
         array = np.clip(array, 0, 255).astype(np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    Image.fromarray(array).save(tmp, format="PNG", compress_level=compress_level)
+    options = {"quality": OVERLAY_JPEG_QUALITY} if format == "JPEG" else {"compress_level": compress_level}
+    Image.fromarray(array).save(tmp, format=format, **options)
     tmp.replace(path)

@@ -8,7 +8,7 @@ anything else is refused with the setting's name.
 
 from __future__ import annotations
 
-__all__ = ["as_bool", "as_bool_or_auto", "TRUE_WORDS", "FALSE_WORDS"]
+__all__ = ["as_bool", "as_bool_or_auto", "one_of", "TRUE_WORDS", "FALSE_WORDS"]
 
 TRUE_WORDS = ("true", "1")
 FALSE_WORDS = ("false", "0")
@@ -37,3 +37,12 @@ def as_bool_or_auto(value, key: str):
         return as_bool(value, key)
     except ValueError:
         raise ValueError(f"{key} must be auto, true or false (also 1/0, any case), got {value!r}.") from None
+
+
+def one_of(value, choices, key: str) -> str:
+    """``value`` (any case, stripped) if it is one of ``choices``; raises ValueError naming ``key`` and the choices,
+    so that a typo (``--executor rey``) is refused instead of silently meaning the default."""
+    word = value.strip().lower() if isinstance(value, str) else value
+    if word not in tuple(choices):
+        raise ValueError(f"{key} must be one of {', '.join(map(str, choices))}, got {value!r}.")
+    return word

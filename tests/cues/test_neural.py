@@ -268,9 +268,10 @@ def test_cxas_loads_on_first_use_only(tmp_path):
     del model
     before = _rss_mib()
     backend = get_backend("anatomy", "cxas", weights=path, size=64, labels=["heart", "left lung"])
-    assert _rss_mib() - before < 20  # built without reading the checkpoint
+    assert _rss_mib() - before < 20 and not backend.loaded  # built without reading the checkpoint
     masks = backend(_image())
-    assert _rss_mib() - before > 150  # the first call read it
+    # the first call read it (RSS growth is not asserted: in a long test session the allocator reuses freed memory)
+    assert backend.loaded and sum(p.numel() for p in backend.model.parameters()) > 70_000_000
     assert masks["heart"].all() and masks["left lung"].all()
     backend.unload()
     _check_lazy(backend, lambda b: b(_image()))

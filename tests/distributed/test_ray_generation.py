@@ -97,17 +97,24 @@ def _driver(csv_path, out, address, *signal_at):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
+    """The local one-process output; the tests write theirs beside it (``_beside``), because a dataset's
+    image paths are relative to its folder: two outputs compare byte for byte only at the same depth."""
     folder = tmp_path_factory.mktemp("reference")
     csv_path = write_study_csv(folder / "in", 13)
     make_runner(folder / "local").run(CSVStudyIndex(csv_path))
     return csv_path, folder / "local"
 
 
+def _beside(local, tmp_path, name="out"):
+    return local.parent / f"{tmp_path.name}_{name}"
+
+
 def test_killed_ray_driver_resumes_with_ray_and_with_local(ray_cluster, reference, tmp_path):
     csv_path, local = reference
     for resume_with in ("ray", "local"):
-        out = tmp_path / resume_with
-        killed = _driver(csv_path, out, ray_cluster, "KILL", "st0006")
+        out = _beside(local, tmp_path, resume_with)
+        # killed when st0010 starts: with at most two studies queued per actor, st0000-st0003 are written by then
+        killed = _driver(csv_path, out, ray_cluster, "KILL", "st0010")
         assert killed.returncode == -9, killed.stderr[-2000:]
         assert not (out / "dataset.json").exists()
         if resume_with == "ray":
@@ -116,13 +123,13 @@ def test_killed_ray_driver_resumes_with_ray_and_with_local(ray_cluster, referenc
             now = int(resumed.stdout.split()[-1])
         else:
             now = make_runner(out).run(CSVStudyIndex(csv_path)).processed_now
-        assert 1 <= now <= 13 - 4  # at least the first shard was written before st0006 was reached
+        assert 1 <= now <= 13 - 4  # at least the first shard was written before st0010 was reached
         assert tree_bytes(out) == tree_bytes(local)
 
 
 def test_local_run_killed_resumes_with_ray(ray_cluster, reference, tmp_path):
     csv_path, local = reference
-    out = tmp_path / "out"
+    out = _beside(local, tmp_path)
     killed = subprocess.run([sys.executable, str(LOCAL_WORKER), str(csv_path), str(out), "4", "5"], cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=240)
     assert killed.returncode == -9, killed.stderr[-2000:]
@@ -135,7 +142,7 @@ def test_ctrl_c_stops_the_cluster_work_and_the_run_resumes(ray_cluster, referenc
     import ray
 
     csv_path, local = reference
-    out = tmp_path / "out"
+    out = _beside(local, tmp_path)
     interrupted = _driver(csv_path, out, ray_cluster, "INT", "st0005")
     assert interrupted.returncode != 0 and "KeyboardInterrupt" in interrupted.stderr, interrupted.stderr[-2000:]
     deadline = time.monotonic() + 60  # the actors are gone: their CPUs are free again

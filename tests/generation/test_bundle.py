@@ -52,7 +52,7 @@ def test_bundle_command_on_the_sample_with_a_corrupt_dicom_and_an_empty_report(t
     rows, cols = np.nonzero(mask)
     assert cols.mean() < 1841 / 2 and rows.mean() > 1955 / 2
     for sample in positives:
-        assert (out / "overlays" / Path(sample.seg_mask_path).relative_to(out / "masks")).is_file()
+        assert (out / "overlays" / Path(sample.seg_mask_path).relative_to(out / "masks")).with_suffix(".jpg").is_file()
     negatives = [s for s in samples if not s.positive]
     assert "effusion" in {s.target for s in negatives}  # "No pleural effusion."
     reported = {"right lung base", "left mid zone lung", "left lung base", "right mid zone lung", "right apical zone lung"}

@@ -66,7 +66,7 @@ def test_run_writes_dataset_masks_overlays_errors_and_statistics(tmp_path):
     expected = np.zeros((32, 32), bool)
     expected[22:30, 2:14] = True
     assert np.array_equal(load_mask_png(st0[0].seg_mask_path), expected)
-    assert sorted(p.name for p in (out / "overlays" / "st0000").iterdir()) == ["pneumonia_0.png"]
+    assert sorted(p.name for p in (out / "overlays" / "st0000").iterdir()) == ["pneumonia_0.jpg"]
     # paths inside the dataset folder are written relative to it
     raw = json.loads((out / "dataset.json").read_text())
     entry = raw["train"]["st0000"]
