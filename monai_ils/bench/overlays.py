@@ -53,7 +53,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=3, help="runs with overlays on and off each (alternating)")
     parser.add_argument("--reports", choices=("sample", "varied"), default="sample",
                         help="sample: every study has the sample report (4 masks per study); varied: the benchmark's report mix")
-    parser.add_argument("--overlay-size", type=int, default=OVERLAY_SIZE, help="longer side of the overlay PNGs (0: full size)")
+    parser.add_argument("--overlay-size", type=int, default=OVERLAY_SIZE, help="longer side of the overlays (0: full size)")
     parser.set_defaults(studies=24)
     args = parser.parse_args(argv)
     order = run_order(args.repeats)

@@ -1,11 +1,11 @@
-"""Overlay PNGs: a mask drawn over its chest X-ray, for looking at what the generator produced.
+"""Overlays: a mask drawn over its chest X-ray, for looking at what the generator produced.
 
 Overlays are quick-look images, drawn at the *overlay size*: the longer side shrunk to ``OVERLAY_SIZE`` pixels
 (512 by default; ``PairsProcessor(overlay_size=...)``, None for full size). Per study the display image
 (percentile scaling, area shrink) is computed once, on an :class:`OverlayCanvas`; each mask is then shrunk to
 the overlay size (nearest neighbour: the mask pixel at each overlay pixel's centre) and blended through a 256-entry
-lookup table, in uint8, without a float copy of the image. At 512 px an RGB overlay PNG costs a quarter of one at
-1024 px to draw and to encode, which is what keeps overlays within a quarter of the generation time
+lookup table, in uint8, without a float copy of the image. At 512 px an overlay costs a quarter of one at 1024 px
+to draw, and the writer encodes it as JPEG (4x faster than PNG): overlays add ~7 % to the generation time
 (docs/generation.md, Benchmark).
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 OVERLAY_COLOUR = (255, 40, 40)
-OVERLAY_SIZE = 512  # longer side of an overlay PNG, in pixels
+OVERLAY_SIZE = 512  # longer side of an overlay, in pixels
 OVERLAY_ALPHA = 0.4
 
 

@@ -29,12 +29,12 @@ class PairsProcessor:
         generator: the pair generator (seed and negative options); default ``PairGenerator()``.
         qc: view filter and verdict; default ``StudyQC()`` (PA/AP only; records without a view pass only
             with ``StudyQC(require_view=False)``).
-        overlays: draw one overlay PNG per positive mask when the grounding carries the image.
+        overlays: draw one overlay (a JPEG in the dataset) per positive mask when the grounding carries the image.
         export_images: ``"auto"`` (default): write an 8-bit PNG of each image that is not already an 8-bit PNG/JPEG
             (DICOM, 16-bit PNG) into the dataset and point its pairs at it, so an OpenCV-based reader (ROSALIA's
             training code) reads it with full contrast; True: export every image; False: never (pairs point at the
             input files). The export is ``LoadCXR`` + ``ScaleCXRIntensity`` (see ``monai_ils.generation.images``).
-        overlay_size: longer side of the overlay PNGs in pixels (default ``OVERLAY_SIZE``, 512; None: full size).
+        overlay_size: longer side of the overlays in pixels (default ``OVERLAY_SIZE``, 512; None: full size).
             The display image is computed once per study at this size and every mask is drawn on it.
         dicom_exporter: ``grounding -> {kind: path}`` (``monai_ils.dicom.DicomExporter``) writing the study's DICOM
             SEG and TID 1500 SR; its paths go into the shard line's ``info["dicom"]``. None: no DICOM output.

@@ -79,7 +79,7 @@ class GenerationRunner:
             says which paths of the configuration changed.
         progress: show a tqdm bar.
         overwrite: start afresh even if the folder holds a run with other settings.
-        overlays: write the processor's overlay PNGs.
+        overlays: write the processor's overlays (JPEG).
         num_workers: 0 or 1 processes studies in this process; N > 1 spreads them over N spawned worker
             processes (one thread each), each with its own copy of the processor. Lines are still written
             in input order, and pairs are seeded per study, so the output is the same as with one process.

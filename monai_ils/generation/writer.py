@@ -31,7 +31,7 @@ class StudyWriter:
         output_dir: the dataset folder; masks go to ``masks/``, overlays to ``overlays/``, image copies to
             ``images/``.
         processor: ``record -> StudyResult | GeneratedPairs``.
-        overlays: write the processor's overlay PNGs.
+        overlays: write the processor's overlays (JPEG).
     """
 
     def __init__(self, output_dir, processor: Processor, overlays: bool = True):
@@ -80,7 +80,7 @@ class StudyWriter:
         exported = None
         if result.image is not None:
             exported = self.image_dir / f"{mask_folder_name(record.key)}.png"
-            save_rgb(result.image, exported)
+            save_rgb(result.image, exported, compress_level=1)  # lossless; level 6 cost 0.67 s vs 0.09 s per 1955x1841 image, for 15 % less space
         study_fields = {"subject_id": record.subject_id, "study_id": record.study_id, "dicom_id": record.dicom_id}
         for sample in result.samples:
             sample.extra.update({k: v for k, v in study_fields.items() if v is not None})
