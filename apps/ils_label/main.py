@@ -182,6 +182,7 @@ class MyApp(MONAILabelApp):
         datastore = datastore or self.datastore()
         image_id = request["image"] = upload or self.check_image_id(request.get("image"), datastore)
         uploaded = os.path.isabs(image_id)
+        request["image_id"] = "upload" if uploaded else image_id  # the id the user knows (MONAI Label swaps in a path)
         uri = image_id if uploaded else datastore.get_image_uri(image_id)
         self.dicom_outputs.before_infer(uri)
         result = super().infer(request, datastore)

@@ -96,7 +96,8 @@ class GroundingInfer(CXRInferTask):
 
         pipeline = self.pipeline()
         path = data["image"]
-        image_id = Path(path).name.split(".")[0]
+        # the datastore id of the request (a DICOMweb cache file is named "1.dcm" or so), else the file's name
+        image_id = str(data.get("image_id") or Path(path).name.split(".")[0])
         record = StudyRecord(key=image_id, image_path=path, report_text=data["report"])
         try:
             with self._lock:
