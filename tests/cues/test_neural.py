@@ -122,23 +122,9 @@ def test_radedit_edits_only_inside_the_region(radedit_folders):
 
 # ------------------------------------------------------------------------------------------------- CXAS
 def _random_cxas():
-    from monai_ils.cues.cxas import CXASUNet
+    from tests.generation.tiny_neural import random_cxas
 
-    with torch.device("meta"):
-        model = CXASUNet()
-    model = model.to_empty(device="cpu")
-    g = torch.Generator().manual_seed(0)
-    for p in model.parameters():
-        p.data.normal_(0, 0.01, generator=g)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.reset_running_stats()
-    out = model.head.out.conv
-    out.weight.data.zero_()
-    out.bias.data[:] = -20.0
-    out.bias.data[vocab.CXAS_LABEL_IDS["heart"]] = 20.0
-    out.bias.data[vocab.CXAS_LABEL_IDS["left lung"]] = 20.0
-    return model.eval()
+    return random_cxas(on=("heart", "left lung"))
 
 
 def test_cxas_checkpoint_loads_and_maps_channel_ids(tmp_path):

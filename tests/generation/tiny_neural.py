@@ -31,8 +31,8 @@ def write_radedit(root: Path) -> dict[str, Path]:
     return {"radedit_unet": root / "unet", "radedit_vae": root / "vae", "radedit_text_encoder": text}
 
 
-def write_cxas(path: Path, on=("heart", "right lung", "left lung")) -> Path:
-    """A CXAS checkpoint (``{"model": state_dict}``, DataParallel keys) whose output is constant: ``on`` classes everywhere."""
+def random_cxas(on=("heart", "right lung", "left lung")):
+    """A full-size CXAS UNet with random weights whose output is constant: ``on`` classes everywhere."""
     from monai_ils.cues.cxas import CXASUNet
 
     with torch.device("meta"):
@@ -49,6 +49,12 @@ def write_cxas(path: Path, on=("heart", "right lung", "left lung")) -> Path:
     out.bias.data[:] = -20.0
     for label in on:
         out.bias.data[vocab.CXAS_LABEL_IDS[label]] = 20.0
+    return model.eval()
+
+
+def write_cxas(path: Path, on=("heart", "right lung", "left lung")) -> Path:
+    """A CXAS checkpoint (``{"model": state_dict}``, DataParallel keys) of :func:`random_cxas`."""
+    model = random_cxas(on)
     torch.save({"model": {f"module.{k}": v for k, v in model.state_dict().items()}}, path)
     return path
 
