@@ -4,6 +4,8 @@ are laid out, loaded through our loaders, run end to end on small images."""
 from __future__ import annotations
 
 import numpy as np
+from pathlib import Path
+
 import pytest
 import torch
 from monai.data import MetaTensor
@@ -50,10 +52,17 @@ def test_yolo_offline_end_to_end(yolo_checkpoint, monkeypatch):
         raise AssertionError("ultralytics tried to reach the network")
 
     monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    import sys
+
+    first_import = "ultralytics" not in sys.modules  # ultralytics reads YOLO_CONFIG_DIR once, at its first import
     backend = get_backend("boxes", "yolo", weights=path, imgsz=64, conf=0.25, config_dir=root / "config")
     assert not backend.loaded
     backend.load()  # ultralytics is imported and made offline when the detector loads
-    assert (root / "config" / "Ultralytics" / "Arial.ttf").is_file()
+    import ultralytics.utils as uu
+
+    assert (Path(uu.USER_CONFIG_DIR) / "Arial.ttf").is_file()  # the font it would download, in the folder it uses
+    if first_import:
+        assert Path(uu.USER_CONFIG_DIR) == root / "config" / "Ultralytics"
     from PIL import Image, UnidentifiedImageError
 
     junk = root / "junk.png"
