@@ -34,6 +34,15 @@ _SELF_LAUNCHED = "MONAI_ILS_SINGLE_PROCESS_PID"
 """Set beside RANK/WORLD_SIZE when we, not a launcher, made this a one-process group: the pid that did it."""
 
 
+def load_ds_config(source: Mapping | str | os.PathLike | None) -> dict:
+    """A private copy of a DeepSpeed config: a dict, a JSON file, or None for the bundle's ``ds_zero2.json``."""
+    if source is None:
+        return default_ds_config()
+    if isinstance(source, Mapping):
+        return copy.deepcopy(dict(source))
+    return json.loads(Path(source).read_text())
+
+
 def init_distributed(extensions_dir: str | None = None) -> tuple[int, int]:
     """Start torch.distributed the way DeepSpeed wants; returns (rank, world_size).
 
@@ -101,12 +110,7 @@ def build_ds_config(
     given (Python callers), override the file's; the scheduler's ``warmup_max_lr: "auto"`` is the
     optimizer's lr. bf16 "auto" is on with CUDA and off on CPU (fp32).
     """
-    if base is None:
-        config = default_ds_config()
-    elif isinstance(base, Mapping):
-        config = copy.deepcopy(dict(base))
-    else:
-        config = json.loads(Path(base).read_text())
+    config = load_ds_config(base)
     if bf16 is None:
         bf16 = torch.cuda.is_available()
 

@@ -11,13 +11,10 @@ The pieces live in their own modules; the names below are re-exported for caller
 
 from __future__ import annotations
 
-import copy
-import json
-from collections.abc import Mapping
 from pathlib import Path
 
 from monai_ils.models.lora import LORA_DEFAULTS
-from monai_ils.train.distributed import BUNDLE_DS_CONFIG, build_ds_config, default_ds_config, init_distributed
+from monai_ils.train.distributed import BUNDLE_DS_CONFIG, build_ds_config, default_ds_config, init_distributed, load_ds_config
 from monai_ils.train.losses import RosaliaLoss
 from monai_ils.train.network import build_network, export_checkpoint, prepare_for_training, seed_everything
 from monai_ils.train.workflow import DeepSpeedTrainer, Events
@@ -114,12 +111,7 @@ class RosaliaTrainer(DeepSpeedTrainer):
 
 def _with_lr(ds_config, lr, warmup_steps) -> dict:
     """The DeepSpeed config (dict, file or the bundle's) with this run's lr / warm-up written in."""
-    if ds_config is None:
-        config = default_ds_config()
-    elif isinstance(ds_config, Mapping):
-        config = copy.deepcopy(dict(ds_config))
-    else:
-        config = json.loads(Path(ds_config).read_text())
+    config = load_ds_config(ds_config)
     if lr is not None:
         config.setdefault("optimizer", {}).setdefault("params", {})["lr"] = float(lr)
     if warmup_steps is not None:

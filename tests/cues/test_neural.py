@@ -85,23 +85,10 @@ def test_yolo_offline_end_to_end(yolo_checkpoint, monkeypatch):
 # ---------------------------------------------------------------------------------------------- RadEdit
 @pytest.fixture(scope="module")
 def radedit_folders(tmp_path_factory):
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import BertConfig, BertModel, BertTokenizer
+    from tests.generation.tiny_neural import write_radedit
 
     root = tmp_path_factory.mktemp("radedit")
-    torch.manual_seed(0)
-    UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32), layers_per_block=1,
-                         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-                         cross_attention_dim=32, attention_head_dim=4, norm_num_groups=8).save_pretrained(root / "unet")
-    AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                  block_out_channels=(8, 16), latent_channels=4, norm_num_groups=8, sample_size=32, scaling_factor=0.13025).save_pretrained(root / "vae")
-    text = root / "text_encoder"
-    text.mkdir()
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "no", "acute", "cardio", "##pulmonary", "process"]
-    (text / "vocab.txt").write_text("\n".join(words))
-    BertTokenizer(str(text / "vocab.txt")).save_pretrained(text)
-    config = BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37, max_position_embeddings=128)
-    BertModel(config, add_pooling_layer=False).save_pretrained(text)
+    write_radedit(root)  # unet/, vae/, text_encoder/ in their real layouts
     return root
 
 
